@@ -1,0 +1,367 @@
+"""Request and Response.
+
+A `Response` from a transport carries a `ResponseStream`: an async iterable
+of raw body bytes whose `aclose()` gives the connection back (or closes it
+when the body was not read to the end). Reading the body through any of the
+`aiter_*` methods or `aread()` ends by closing the stream, so a connection
+is released exactly once however the body was consumed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import msgspec
+
+from ._content import BytesBody, RequestBody, encode_request_body
+from ._decoders import make_decoder
+from ._exceptions import (
+    DecodingError,
+    HTTPStatusError,
+    ResponseTooLarge,
+    StreamConsumed,
+)
+from ._headers import Headers, HeaderTypes
+from ._urls import URL, QueryParams
+
+
+class ResponseStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Request:
+    """An HTTP request: method, URL, headers and a body."""
+
+    __slots__ = ("__dict__", "extensions", "headers", "method", "stream", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        headers: HeaderTypes | None = None,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: QueryParams | None = None,
+        stream: RequestBody | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        self.method = method.upper() if isinstance(method, str) else method
+        self.url = url if isinstance(url, URL) and not params else URL(url, params=params)
+        self.headers = Headers(headers)
+        self.extensions: dict[str, Any] = extensions if extensions is not None else {}
+        if stream is None:
+            stream = encode_request_body(content=content, data=data, files=files, json=json)
+        self.stream: RequestBody = stream
+        self._set_body_headers()
+
+    def _set_body_headers(self) -> None:
+        body = self.stream
+        headers = self.headers
+        if body.content_type is not None and "content-type" not in headers:
+            headers["Content-Type"] = body.content_type
+        length = body.content_length
+        if "content-length" in headers or "transfer-encoding" in headers:
+            return
+        if length is None:
+            headers["Transfer-Encoding"] = "chunked"
+        elif length or self.method in ("POST", "PUT", "PATCH"):
+            headers["Content-Length"] = str(length)
+
+    def replace_body(self, stream: RequestBody) -> None:
+        """Swap the body (used by hooks and auth); body headers follow."""
+        self.stream = stream
+        for name in ("content-length", "transfer-encoding"):
+            if name in self.headers:
+                del self.headers[name]
+        self._set_body_headers()
+
+    @property
+    def content(self) -> bytes:
+        """The body, when it is held in memory."""
+        if isinstance(self.stream, BytesBody):
+            return self.stream.data
+        raise StreamConsumed("the request body is streamed; it is not held in memory")
+
+    def __repr__(self) -> str:
+        return f"<Request({self.method!r}, {self.url.redacted()!r})>"
+
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class _ByteStream:
+    """A response stream over bytes already in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._data:
+            yield self._data
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Response:
+    """An HTTP response.
+
+    Responses from `Client.get()` and the other verbs have their body read
+    already; those from `Client.stream()` are read with the `aiter_*`
+    methods or `aread()`.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        headers: HeaderTypes | None = None,
+        content: bytes | str | None = None,
+        text: str | None = None,
+        json: Any = None,
+        stream: ResponseStream | None = None,
+        request: Request | None = None,
+        http_version: str = "HTTP/1.1",
+        reason_phrase: str = "",
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = Headers(headers)
+        self.http_version = http_version
+        self.reason_phrase = reason_phrase
+        self.extensions: dict[str, Any] = extensions if extensions is not None else {}
+        self.history: list[Response] = []
+        self.trailers = Headers()
+        self.max_size: int | None = None
+        self._request = request
+        self._content: bytes | None = None
+        self._text: str | None = None
+        self._started = time.perf_counter()
+        self._elapsed: datetime.timedelta | None = None
+        self.is_closed = False
+        self.is_stream_consumed = False
+        if stream is None:
+            body = b""
+            if content is not None:
+                body = content.encode("utf-8") if isinstance(content, str) else content
+            elif text is not None:
+                body = text.encode("utf-8")
+                self.headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            elif json is not None:
+                body = msgspec.json.encode(json)
+                self.headers.setdefault("Content-Type", "application/json")
+            if body and "content-length" not in self.headers:
+                self.headers["Content-Length"] = str(len(body))
+            stream = _ByteStream(body)
+        self.stream: ResponseStream = stream
+
+    # --- metadata --------------------------------------------------------
+    @property
+    def request(self) -> Request:
+        if self._request is None:
+            raise RuntimeError("this response has no request attached")
+        return self._request
+
+    @request.setter
+    def request(self, value: Request) -> None:
+        self._request = value
+
+    @property
+    def url(self) -> URL:
+        return self.request.url
+
+    @property
+    def elapsed(self) -> datetime.timedelta:
+        """Time from sending the request until the body was read (or now)."""
+        if self._elapsed is not None:
+            return self._elapsed
+        return datetime.timedelta(seconds=time.perf_counter() - self._started)
+
+    @property
+    def is_informational(self) -> bool:
+        return 100 <= self.status_code < 200
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status_code in _REDIRECT_STATUSES and "location" in self.headers
+
+    @property
+    def is_client_error(self) -> bool:
+        return 400 <= self.status_code < 500
+
+    @property
+    def is_server_error(self) -> bool:
+        return 500 <= self.status_code < 600
+
+    @property
+    def is_error(self) -> bool:
+        return 400 <= self.status_code < 600
+
+    def raise_for_status(self) -> Response:
+        """Raise `HTTPStatusError` for a 4xx or 5xx response; else return it."""
+        if not self.is_error:
+            return self
+        kind = "Client error" if self.status_code < 500 else "Server error"
+        where = self.request.url.redacted() if self._request is not None else "?"
+        raise HTTPStatusError(
+            f"{kind} '{self.status_code} {self.reason_phrase}' for url '{where}'",
+            request=self.request,
+            response=self,
+        )
+
+    # --- body ------------------------------------------------------------
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise StreamConsumed(
+                "the response body has not been read; call 'await response.aread()' first"
+            )
+        return self._content
+
+    @property
+    def encoding(self) -> str:
+        """The charset from Content-Type, else utf-8."""
+        ctype = self.headers.get("content-type", "") or ""
+        for param in ctype.split(";")[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "charset" and value:
+                charset = value.strip().strip('"').lower()
+                try:
+                    "".encode(charset)
+                except LookupError:
+                    break
+                return charset
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.content.decode(self.encoding, errors="replace")
+        return self._text
+
+    def json(self, **kwargs: Any) -> Any:
+        try:
+            return msgspec.json.decode(self.content, **kwargs)
+        except msgspec.DecodeError as exc:
+            raise DecodingError(f"response body is not valid JSON: {exc}") from None
+
+    async def aread(self) -> bytes:
+        """Read and return the whole body; safe to call again."""
+        if self._content is None:
+            chunks = [chunk async for chunk in self.aiter_bytes()]
+            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._content
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as it came over the wire (no content decoding)."""
+        if self._content is not None:
+            yield self._content
+            return
+        if self.is_stream_consumed:
+            raise StreamConsumed("the response body was already read as a stream")
+        self.is_stream_consumed = True
+        limit = self.max_size
+        if limit is not None:
+            declared = self.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self.aclose()
+                raise ResponseTooLarge(self._too_large_message(limit))
+        seen = 0
+        try:
+            async for chunk in self.stream:
+                if limit is not None:
+                    seen += len(chunk)
+                    if seen > limit:
+                        raise ResponseTooLarge(self._too_large_message(limit))
+                yield chunk
+        finally:
+            await self.aclose()
+
+    def _too_large_message(self, limit: int) -> str:
+        where = self._request.url.host if self._request is not None else "the server"
+        return f"response from {where} is larger than max_response_size ({limit} bytes)"
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body, decoded from its Content-Encoding."""
+        if self._content is not None:
+            if self._content:
+                yield self._content
+            return
+        encoding = self.headers.get("content-encoding")
+        if not encoding:
+            async for chunk in self.aiter_raw():
+                yield chunk
+            return
+        decoder = make_decoder(encoding)
+        limit = self.max_size
+        seen = 0
+        async for chunk in self.aiter_raw():
+            out = decoder.decode(chunk)
+            if out:
+                if limit is not None:
+                    seen += len(out)
+                    if seen > limit:
+                        await self.aclose()
+                        raise ResponseTooLarge(self._too_large_message(limit))
+                yield out
+        tail = decoder.flush()
+        if tail:
+            yield tail
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        async for chunk in self.aiter_bytes():
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        pending = ""
+        async for text in self.aiter_text():
+            pending += text
+            lines = pending.splitlines(keepends=True)
+            pending = ""
+            if lines and not lines[-1].endswith(("\n", "\r")):
+                pending = lines.pop()
+            elif lines and lines[-1].endswith("\r"):
+                # "\r\n" may be split across chunks: hold the line back.
+                pending = lines.pop()
+            for line in lines:
+                yield line.rstrip("\r\n")
+        if pending:
+            yield pending.rstrip("\r\n")
+
+    async def aclose(self) -> None:
+        """Release the connection; unread body bytes are discarded."""
+        if not self.is_closed:
+            self.is_closed = True
+            self._elapsed = datetime.timedelta(seconds=time.perf_counter() - self._started)
+            await self.stream.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code} {self.reason_phrase}]>"
+
+
+def merge_headers(base: Headers, extra: HeaderTypes | None) -> Headers:
+    merged = base.copy()
+    if extra:
+        merged.update(extra)
+    return merged
+

@@ -1,0 +1,294 @@
+"""URLs: parsing, normalising, joining and query parameters.
+
+A `URL` is an immutable value. Parsing is strict where a lax parser would
+let a request go somewhere other than where it looks like it goes: control
+characters, whitespace, bad ports and empty hosts are refused with
+`InvalidURL`. Host names are lower-cased and IDNA-encoded; paths and queries
+are percent-encoded where they hold characters that may not go on the wire.
+
+`str(url)` is the full URL. `repr(url)` and `url.redacted()` hide the
+password, and are what error messages use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+
+from ._exceptions import InvalidURL
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = "/?%:@!$&'()*+,;=-._~"
+_FORBIDDEN = frozenset([chr(i) for i in range(0x20)] + ["\x7f"])
+
+PrimitiveValue: TypeAlias = str | int | float | bool | None
+QueryParams: TypeAlias = (
+    Mapping[str, PrimitiveValue | Sequence[PrimitiveValue]]
+    | Sequence[tuple[str, PrimitiveValue]]
+    | str
+    | bytes
+)
+
+
+def _param_str(value: PrimitiveValue) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def encode_params(params: QueryParams | None) -> str:
+    """Render `params` as a query string (no leading '?')."""
+    if not params:
+        return ""
+    if isinstance(params, bytes):
+        return params.decode("ascii")
+    if isinstance(params, str):
+        return params.lstrip("?")
+    pairs: list[tuple[str, str]] = []
+    items: Iterable[tuple[str, Any]]
+    items = params.items() if isinstance(params, Mapping) else params
+    value: Any
+    for key, value in items:
+        if isinstance(value, list | tuple):
+            pairs.extend((str(key), _param_str(v)) for v in value)
+        else:
+            pairs.append((str(key), _param_str(value)))
+    return urlencode(pairs)
+
+
+def _encode_host(host: str) -> str:
+    if not host:
+        return host
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            return str(ipaddress.IPv6Address(inner.split("%", 1)[0])) + (
+                "%" + inner.split("%", 1)[1] if "%" in inner else ""
+            )
+        except ValueError:
+            raise InvalidURL(f"invalid IPv6 address in URL: {host!r}") from None
+    host = host.lower()
+    if host.isascii():
+        if any(c in host for c in "/\\@?#[]<>^|{}\"`%"):
+            raise InvalidURL(f"invalid character in host {host!r}")
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidURL(f"invalid international host name {host!r}") from None
+
+
+class URL:
+    """An absolute or relative URL."""
+
+    __slots__ = ("_fragment", "_host", "_password", "_path", "_port", "_query",
+                 "_scheme", "_username")
+
+    _scheme: str
+    _username: str | None
+    _password: str | None
+    _host: str
+    _port: int | None
+    _path: str
+    _query: str
+    _fragment: str
+
+    def __init__(self, url: str | URL = "", *, params: QueryParams | None = None) -> None:
+        if isinstance(url, URL):
+            self._scheme = url._scheme
+            self._username = url._username
+            self._password = url._password
+            self._host = url._host
+            self._port = url._port
+            self._path = url._path
+            self._query = url._query
+            self._fragment = url._fragment
+        else:
+            if not isinstance(url, str):
+                raise TypeError(f"URL must be str or URL, not {type(url).__name__}")
+            self._parse(url)
+        if params:
+            extra = encode_params(params)
+            if extra:
+                self._query = f"{self._query}&{extra}" if self._query else extra
+
+    def _parse(self, raw: str) -> None:
+        stripped = raw.strip()
+        if any(c in _FORBIDDEN for c in stripped):
+            raise InvalidURL("URL contains a control character (CR, LF, NUL, TAB or similar)")
+        try:
+            parts = urlsplit(stripped)
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidURL(f"invalid URL: {exc}") from None
+        self._scheme = parts.scheme.lower()
+        self._username = unquote(parts.username) if parts.username is not None else None
+        self._password = unquote(parts.password) if parts.password is not None else None
+        netloc_host = parts.netloc.rpartition("@")[2]
+        if netloc_host.startswith("["):
+            host = netloc_host[: netloc_host.index("]") + 1] if "]" in netloc_host else netloc_host
+        else:
+            host = netloc_host.rsplit(":", 1)[0] if ":" in netloc_host else netloc_host
+        self._host = _encode_host(host)
+        self._port = port
+        if self._scheme in DEFAULT_PORTS and parts.netloc == "" and stripped.startswith(
+            self._scheme + ":"
+        ):
+            raise InvalidURL(f"URL has no host: {self.redacted()!r}")
+        self._path = quote(parts.path, safe=_PATH_SAFE)
+        self._query = quote(parts.query, safe=_QUERY_SAFE)
+        self._fragment = parts.fragment
+
+    # --- components -----------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return self._scheme
+
+    @property
+    def username(self) -> str | None:
+        return self._username
+
+    @property
+    def password(self) -> str | None:
+        return self._password
+
+    @property
+    def host(self) -> str:
+        """Host name (IDNA-encoded, lower case) or IP address without brackets."""
+        h = self._host
+        return h[1:-1] if h.startswith("[") else h
+
+    @property
+    def port(self) -> int | None:
+        """The port to connect to: explicit, else the scheme's default."""
+        if self._port is not None:
+            return self._port
+        return DEFAULT_PORTS.get(self._scheme)
+
+    @property
+    def explicit_port(self) -> int | None:
+        return self._port
+
+    @property
+    def path(self) -> str:
+        return self._path or "/"
+
+    @property
+    def query(self) -> str:
+        return self._query
+
+    @property
+    def fragment(self) -> str:
+        return self._fragment
+
+    @property
+    def target(self) -> str:
+        """Path and query as sent on the request line."""
+        path = self._path or "/"
+        return f"{path}?{self._query}" if self._query else path
+
+    @property
+    def netloc(self) -> str:
+        """`host[:port]` for the Host header: the default port is left out."""
+        host = self._host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        if self._port is not None and self._port != DEFAULT_PORTS.get(self._scheme):
+            return f"{host}:{self._port}"
+        return host
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port): the key connections are pooled by."""
+        return (self._scheme, self.host, self.port or 0)
+
+    @property
+    def is_absolute(self) -> bool:
+        return bool(self._scheme) and bool(self._host)
+
+    @property
+    def is_relative(self) -> bool:
+        return not self.is_absolute
+
+    # --- derived URLs ---------------------------------------------------
+    def copy_with(self, **changes: Any) -> URL:
+        """A copy with some components replaced: scheme, username, password,
+        host, port, path, query, fragment, params (merged into the query)."""
+        new = URL(self)
+        params = changes.pop("params", None)
+        for key, value in changes.items():
+            if key == "host":
+                new._host = _encode_host(value)
+            elif key == "path":
+                new._path = quote(value, safe=_PATH_SAFE)
+            elif key == "query":
+                new._query = quote(value, safe=_QUERY_SAFE)
+            elif key in ("scheme", "username", "password", "port", "fragment"):
+                setattr(new, "_" + key, value.lower() if key == "scheme" else value)
+            else:
+                raise TypeError(f"copy_with() got an unexpected argument {key!r}")
+        if params:
+            extra = encode_params(params)
+            new._query = f"{new._query}&{extra}" if new._query else extra
+        return new
+
+    def join(self, url: str | URL) -> URL:
+        """Resolve `url` against this one, as a browser resolves a link."""
+        return URL(urljoin(str(self), str(url)))
+
+    def without_credentials(self) -> URL:
+        if self._username is None and self._password is None:
+            return self
+        return self.copy_with(username=None, password=None)
+
+    def redacted(self) -> str:
+        """The URL as text with any password replaced by `[secure]`."""
+        return self._render(redact=True)
+
+    def _render(self, *, redact: bool) -> str:
+        out = []
+        if self._scheme:
+            out.append(self._scheme + ":")
+        if self._host or self._scheme in DEFAULT_PORTS:
+            out.append("//")
+            if self._username is not None:
+                out.append(quote(self._username, safe=""))
+                if self._password is not None:
+                    out.append(":" + ("[secure]" if redact else quote(self._password, safe="")))
+                out.append("@")
+            host = self._host
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            out.append(host)
+            if self._port is not None:
+                out.append(f":{self._port}")
+        out.append(self._path)
+        if self._query:
+            out.append("?" + self._query)
+        if self._fragment:
+            out.append("#" + self._fragment)
+        return "".join(out)
+
+    def __str__(self) -> str:
+        return self._render(redact=False)
+
+    def __repr__(self) -> str:
+        return f"URL({self._render(redact=True)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            other = URL(other)
+        if not isinstance(other, URL):
+            return NotImplemented
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
