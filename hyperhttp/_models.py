@@ -94,6 +94,7 @@ class Request:
         return f"<Request({self.method!r}, {self.url.redacted()!r})>"
 
 
+_DECODE_SLICE = 256 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -142,7 +143,7 @@ class Response:
         self.trailers = Headers()
         self.max_size: int | None = None
         self._request = request
-        self._content: bytes | None = None
+        self._content: bytes | None = None  # set below for in-memory bodies
         self._text: str | None = None
         self._started = time.perf_counter()
         self._elapsed: datetime.timedelta | None = None
@@ -161,6 +162,7 @@ class Response:
             if body and "content-length" not in self.headers:
                 self.headers["Content-Length"] = str(len(body))
             stream = _ByteStream(body)
+            self._content = body
         self.stream: ResponseStream = stream
 
     # --- metadata --------------------------------------------------------
@@ -308,14 +310,20 @@ class Response:
         limit = self.max_size
         seen = 0
         async for chunk in self.aiter_raw():
-            out = decoder.decode(chunk)
-            if out:
-                if limit is not None:
-                    seen += len(out)
-                    if seen > limit:
-                        await self.aclose()
-                        raise ResponseTooLarge(self._too_large_message(limit))
-                yield out
+            # Bounded output per call: a decompression bomb is stopped by
+            # max_size after at most one slice, never inflated whole.
+            out = decoder.decode(chunk, _DECODE_SLICE)
+            while True:
+                if out:
+                    if limit is not None:
+                        seen += len(out)
+                        if seen > limit:
+                            await self.aclose()
+                            raise ResponseTooLarge(self._too_large_message(limit))
+                    yield out
+                if decoder.needs_input:
+                    break
+                out = decoder.decode(b"", _DECODE_SLICE)
         tail = decoder.flush()
         if tail:
             yield tail

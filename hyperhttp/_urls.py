@@ -77,7 +77,7 @@ def _encode_host(host: str) -> str:
             raise InvalidURL(f"invalid IPv6 address in URL: {host!r}") from None
     host = host.lower()
     if host.isascii():
-        if any(c in host for c in "/\\@?#[]<>^|{}\"`%"):
+        if any(c in host for c in " /\\@?#[]<>^|{}\"`%"):
             raise InvalidURL(f"invalid character in host {host!r}")
         return host
     try:

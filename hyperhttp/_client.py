@@ -1,0 +1,437 @@
+"""The Client: builds requests and runs each one through its layers.
+
+    send
+     └─ redirects      one hop per 3xx, credentials dropped across origins
+         └─ retries    RetryPolicy decides; the only place that sleeps
+             └─ auth   the auth flow's round trips (digest)
+                 └─ attempt   breaker permit, request hooks, transport,
+                              cookies, response hooks
+
+Every network attempt goes through `_attempt`, so hooks, auth, the
+breaker and telemetry all see each retry, redirect and digest round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from . import __version__
+from ._auth import Auth, BasicAuth, build_auth
+from ._config import Timeout, TimeoutTypes
+from ._cookies import CookieJar
+from ._decoders import accept_encoding
+from ._exceptions import CircuitBreakerOpen, InvalidURL, PoolClosed, TooManyRedirects
+from ._headers import Headers, HeaderTypes
+from ._models import Request, Response
+from ._redirects import build_redirect, same_origin
+from ._transports import AsyncBaseTransport, HTTPTransport
+from ._urls import URL, QueryParams
+from .errors.circuit_breaker import DomainCircuitBreakerManager
+from .errors.retry import RetryPolicy
+from .errors.telemetry import ErrorTelemetry, emit
+
+_UNSET: Any = object()
+_NO_RETRY = RetryPolicy(max_retries=0)
+
+Hook = Callable[[Any], Any]
+
+
+async def _run_hooks(hooks: list[Hook], subject: Any) -> None:
+    for hook in list(hooks):
+        result = hook(subject)
+        if inspect.isawaitable(result):
+            await result
+
+
+class Client:
+    """An async HTTP client with a connection pool. Use it as
+    `async with hyperhttp.Client() as client:` and share one per service."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | URL | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | CookieJar | None = None,
+        params: QueryParams | None = None,
+        auth: Any = None,
+        timeout: TimeoutTypes = 30.0,
+        follow_redirects: bool = False,
+        max_redirects: int = 20,
+        http2: bool = True,
+        verify: bool | str = True,
+        cert: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+        proxies: Any = None,
+        trust_env: bool = True,
+        max_connections: int | None = 100,
+        max_connections_per_host: int | None = None,
+        max_keepalive_connections: int | None = 20,
+        keepalive_expiry: float | None = 120.0,
+        connect_timeout: float | None = 10.0,
+        happy_eyeballs_delay: float = 0.25,
+        dns_ttl: float = 60.0,
+        retry: RetryPolicy | None = None,
+        circuit_breaker_manager: DomainCircuitBreakerManager | None = None,
+        telemetry: ErrorTelemetry | None = None,
+        event_hooks: Mapping[str, list[Hook]] | None = None,
+        user_agent: str | None = None,
+        max_response_size: int | None = None,
+        coordinator: Any = None,
+        coordinator_required: bool = False,
+        transport: AsyncBaseTransport | None = None,
+    ) -> None:
+        _check_limits(max_connections, max_connections_per_host, max_keepalive_connections,
+                      max_redirects, max_response_size, happy_eyeballs_delay)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError("retry= takes a hyperhttp.errors.retry.RetryPolicy or None")
+        self.base_url = URL(base_url) if base_url is not None else None
+        self.headers = Headers(
+            {
+                "User-Agent": user_agent or f"hyperhttp/{__version__}",
+                "Accept": "*/*",
+                "Accept-Encoding": accept_encoding(),
+            }
+        )
+        if headers:
+            self.headers.update(headers)
+        self.cookies = cookies if isinstance(cookies, CookieJar) else CookieJar(cookies)
+        self.params = params
+        self.auth: Auth | None = build_auth(auth)
+        if isinstance(timeout, Timeout):
+            self.timeout = timeout
+        else:
+            self.timeout = Timeout(timeout, connect=connect_timeout)
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
+        self.retry = retry
+        self.circuit_breaker_manager = circuit_breaker_manager
+        self.telemetry = telemetry
+        self.max_response_size = max_response_size
+        self.event_hooks: dict[str, list[Hook]] = {"request": [], "response": []}
+        for name, hooks in (event_hooks or {}).items():
+            if name not in self.event_hooks:
+                raise ValueError(f"unknown event hook {name!r}; use 'request' or 'response'")
+            self.event_hooks[name] = list(hooks)
+        if transport is None:
+            transport = HTTPTransport(
+                verify=verify,
+                cert=cert,
+                ssl_context=ssl_context,
+                http2=http2,
+                max_connections=max_connections,
+                max_connections_per_host=max_connections_per_host,
+                max_keepalive_connections=max_keepalive_connections,
+                keepalive_expiry=keepalive_expiry,
+                happy_eyeballs_delay=happy_eyeballs_delay,
+                dns_ttl=dns_ttl,
+                proxies=proxies,
+                trust_env=trust_env,
+            )
+        self._transport = transport
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
+
+    def close(self) -> None:
+        """Close the pool without awaiting (connections are aborted)."""
+        if not self._closed:
+            self._closed = True
+            closer = getattr(self._transport, "close", None)
+            if closer is not None:
+                closer()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def get_pool_stats(self) -> dict[str, dict[str, int]]:
+        """Per origin ("host:port"): idle, in_use and total connections
+        (HTTP/2 connections once each, with their active `streams`)."""
+        stats = getattr(self._transport, "get_pool_stats", None)
+        return stats() if stats is not None else {}
+
+    # --- building ----------------------------------------------------------------
+    def _merge_url(self, url: str | URL) -> URL:
+        target = URL(url)
+        if target.is_relative:
+            if self.base_url is None:
+                raise InvalidURL(f"relative URL {str(target)!r} needs a client base_url")
+            base = self.base_url
+            base_path = base.path if base.path.endswith("/") else base.path + "/"
+            merged = base.copy_with(path=base_path + target.path.lstrip("/"), query=target.query)
+            return merged
+        return target
+
+    def build_request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: QueryParams | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | Any = _UNSET,
+        extensions: dict[str, Any] | None = None,
+    ) -> Request:
+        full = self._merge_url(url)
+        if self.params:
+            full = URL(full, params=self.params)
+        if params:
+            full = URL(full, params=params)
+        merged = self.headers.copy()
+        if headers:
+            merged.update(headers)
+        request = Request(
+            method, full, headers=merged, content=content, data=data, files=files, json=json,
+            extensions=dict(extensions or {}),
+        )
+        timeout_value = self.timeout if timeout is _UNSET else timeout
+        if not isinstance(timeout_value, Timeout):
+            timeout_value = Timeout(timeout_value)
+        request.extensions["timeout"] = timeout_value
+        self._set_cookie_header(request, cookies)
+        return request
+
+    def _set_cookie_header(self, request: Request, extra: Mapping[str, str] | None) -> None:
+        value = self.cookies.cookie_header(request.url, extra)
+        if value and "cookie" not in request.headers:
+            request.headers["Cookie"] = value
+
+    # --- verbs --------------------------------------------------------------------
+    async def request(self, method: str, url: str | URL, **kwargs: Any) -> Response:
+        """Send a request and read its body; the connection is back in the
+        pool when this returns."""
+        send_args = _pop_send_args(kwargs)
+        request = self.build_request(method, url, **kwargs)
+        return await self.send(request, stream=False, **send_args)
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str | URL, **kwargs: Any) -> AsyncIterator[Response]:
+        """`async with client.stream("GET", url) as response:` reads the body
+        as it arrives; leaving the block releases the connection."""
+        send_args = _pop_send_args(kwargs)
+        request = self.build_request(method, url, **kwargs)
+        response = await self.send(request, stream=True, **send_args)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def get(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def delete(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def post(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str | URL, **kwargs: Any) -> Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    # --- sending ------------------------------------------------------------------
+    async def send(
+        self,
+        request: Request,
+        *,
+        stream: bool = False,
+        auth: Any = _UNSET,
+        follow_redirects: bool | Any = _UNSET,
+        retry: RetryPolicy | bool | Any | None = _UNSET,
+    ) -> Response:
+        if self._closed:
+            raise PoolClosed("the client has been closed; create a new Client", request=request)
+        auth_obj = self.auth if auth is _UNSET else build_auth(auth)
+        follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
+        policy = self._policy(retry)
+        if request.url.username is not None or request.url.password is not None:
+            if auth is _UNSET and self.auth is None:
+                auth_obj = BasicAuth(request.url.username or "", request.url.password or "")
+            request.url = request.url.without_credentials()
+        response = await self._send_handling_redirects(request, auth_obj, follow, policy)
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    def _policy(self, retry: Any) -> RetryPolicy:
+        if retry is _UNSET:
+            return self.retry or _NO_RETRY
+        if retry is False or retry is None:
+            return _NO_RETRY
+        if retry is True:
+            return self.retry or RetryPolicy()
+        if isinstance(retry, RetryPolicy):
+            return retry
+        raise TypeError("retry= takes a RetryPolicy, True, False or None")
+
+    async def _send_handling_redirects(
+        self, request: Request, auth: Auth | None, follow: bool, policy: RetryPolicy
+    ) -> Response:
+        history: list[Response] = []
+        first_url = request.url
+        while True:
+            hop_auth = auth if same_origin(request.url, first_url) else None
+            response = await self._send_with_retries(request, hop_auth, policy)
+            response.history = list(history)
+            if not (follow and response.is_redirect):
+                return response
+            if len(history) >= self.max_redirects:
+                await response.aclose()
+                raise TooManyRedirects(
+                    f"exceeded max_redirects ({self.max_redirects}) at "
+                    f"{request.url.redacted()}", request=request
+                )
+            try:
+                next_request = build_redirect(request, response)
+            finally:
+                await response.aread()
+            self._set_cookie_header(next_request, None)
+            history.append(response)
+            request = next_request
+
+    async def _send_with_retries(
+        self, request: Request, auth: Auth | None, policy: RetryPolicy
+    ) -> Response:
+        state = policy.begin(request.method, request.url.redacted())
+        while True:
+            try:
+                response = await self._send_handling_auth(request, auth)
+            except (asyncio.CancelledError, CircuitBreakerOpen):
+                raise
+            except Exception as exc:
+                decision = policy.decide(state, exc, body_replayable=request.stream.is_replayable)
+                await emit(self.telemetry, decision.record, decision.outcome)
+                if not decision.retry or decision.next_state is None:
+                    final = decision.error_to_raise(exc)
+                    if final is exc:
+                        raise
+                    raise final from exc
+                state = decision.next_state
+                await asyncio.sleep(decision.delay)
+                continue
+            decision = policy.decide(
+                state,
+                response.status_code,
+                body_replayable=request.stream.is_replayable,
+                retry_after=response.headers.get("retry-after"),
+            )
+            await emit(self.telemetry, decision.record, decision.outcome)
+            if not decision.retry or decision.next_state is None:
+                return response
+            await response.aclose()
+            state = decision.next_state
+            await asyncio.sleep(decision.delay)
+
+    async def _send_handling_auth(self, request: Request, auth: Auth | None) -> Response:
+        if auth is None:
+            return await self._attempt(request)
+        flow = auth.auth_flow(request)
+        next_request = next(flow)
+        while True:
+            response = await self._attempt(next_request)
+            if getattr(auth, "requires_response_body", False):
+                await response.aread()
+            try:
+                next_request = flow.send(response)
+            except StopIteration:
+                return response
+            await response.aread()
+            await response.aclose()
+
+    async def _attempt(self, request: Request) -> Response:
+        """One network attempt."""
+        breaker = self.circuit_breaker_manager
+        permit = None
+        if breaker is not None:
+            url = request.url
+            permit = breaker.acquire(breaker.key_for(url.host, url.port or 0))
+        try:
+            if self.event_hooks["request"]:
+                await _run_hooks(self.event_hooks["request"], request)
+            started = time.perf_counter()
+            response = await self._transport.handle_async_request(request)
+            response._started = started
+        except BaseException as exc:
+            if permit is not None and breaker is not None:
+                breaker.record(permit, exc)
+            raise
+        if permit is not None and breaker is not None:
+            breaker.record(permit, response.status_code)
+        response.request = request
+        response.max_size = self.max_response_size
+        set_cookies = response.headers.get_list("set-cookie")
+        if set_cookies:
+            self.cookies.extract(request.url, set_cookies)
+        if self.event_hooks["response"]:
+            try:
+                await _run_hooks(self.event_hooks["response"], response)
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<hyperhttp.Client {state} base_url={self.base_url!r}>"
+
+
+def _pop_send_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in ("auth", "follow_redirects", "retry") if k in kwargs}
+
+
+def _check_limits(
+    max_connections: int | None,
+    per_host: int | None,
+    keepalive: int | None,
+    max_redirects: int,
+    max_response_size: int | None,
+    happy_eyeballs_delay: float,
+) -> None:
+    for name, value in (
+        ("max_connections", max_connections),
+        ("max_connections_per_host", per_host),
+        ("max_keepalive_connections", keepalive),
+        ("max_response_size", max_response_size),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None, not {value!r}")
+        if value is not None and value < (0 if name == "max_keepalive_connections" else 1):
+            raise ValueError(f"{name} must be positive, got {value}")
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
+    if happy_eyeballs_delay < 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0, got {happy_eyeballs_delay}")

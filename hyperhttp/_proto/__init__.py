@@ -1,0 +1,1 @@
+"""Sans-I/O protocol rules: bytes in, events out."""

@@ -1,0 +1,389 @@
+"""The connection pool: origins to connections, caps, FIFO waiters, expiry.
+
+Theory
+------
+Every connection the pool knows of is in exactly one of these places:
+
+    connecting   a slot reserved for a dial in progress (counts toward caps)
+    idle         an HTTP/1.1 connection with no request, in its origin's
+                 idle list, reusable
+    in use       an HTTP/1.1 connection carrying one request, or an HTTP/2
+                 connection (which stays "in use" while open and carries up
+                 to its peer's MAX_CONCURRENT_STREAMS requests)
+
+Caps: `max_connections` bounds connecting + idle + in use over all origins;
+`max_connections_per_host` bounds them per origin; `max_keepalive` bounds
+the idle list per origin (an excess connection is closed on release).
+
+Rules:
+1. Every change of this state is synchronous (no await between a test and
+   the change it justifies), and every reservation is undone in a
+   `finally`/`except BaseException`, so a cancellation at any await
+   strands nothing.
+2. Waiters queue in one FIFO across all origins. Whenever the state
+   changes, `_serve_waiters()` walks the queue in order and serves every
+   waiter that can now be served; a newcomer goes through the same walk
+   first, so it never overtakes an older waiter that could use the same
+   resource.
+3. An idle connection of one origin never blocks a waiter for another:
+   when the global cap is reached, the oldest idle connection elsewhere is
+   closed to make room.
+4. Liveness is checked only when an idle connection is taken; expiry is
+   checked then and by a sweep at most once a second.
+5. A waiter that is handed a connection and cancelled before it resumes
+   gives the connection straight back.
+6. While a dial that may turn out HTTP/2 is in flight for an origin, further
+   requests to that origin wait for it instead of dialling in parallel; if
+   it is HTTP/2 they share it, if not they dial their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .._config import Timeout
+from .._exceptions import PoolClosed, PoolTimeout, RemoteProtocolError
+from .._models import Request, Response
+from .signals import RequestNotProcessed, StaleConnection
+
+Origin = tuple[str, str, int, str]  # scheme, host, port, proxy key ("" when direct)
+
+MAX_NOT_PROCESSED_RETRIES = 3
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class PoolConnection(Protocol):
+    origin: Origin
+    is_multiplexed: bool
+
+    def is_idle(self) -> bool: ...
+    def is_closed(self) -> bool: ...
+    def is_available(self) -> bool: ...
+    def active_streams(self) -> int: ...
+    def is_alive_when_taken(self) -> bool: ...
+    def has_expired(self, now: float, keepalive_expiry: float | None) -> bool: ...
+    async def handle_request(self, request: Request, timeout: Timeout) -> Response: ...
+    def close(self) -> None: ...
+    def reserve_stream(self) -> None: ...
+    def unreserve_stream(self) -> None: ...
+
+
+ReleaseCallback = Callable[[Any], None]
+Connector = Callable[[Origin, Timeout, ReleaseCallback], Awaitable[PoolConnection]]
+
+_CONNECT = "connect"  # acquisition outcome: a reserved slot to dial
+
+
+class _Host:
+    __slots__ = ("connecting", "conns", "http1_only", "idle", "mux", "probing")
+
+    def __init__(self) -> None:
+        self.conns: set[PoolConnection] = set()
+        self.idle: list[PoolConnection] = []
+        self.mux: list[PoolConnection] = []
+        self.connecting = 0
+        self.probing = 0
+        # Set once a dial to this origin negotiated HTTP/1.1: stop waiting
+        # for an HTTP/2 probe before dialling in parallel.
+        self.http1_only = False
+
+    def size(self) -> int:
+        return len(self.conns) + self.connecting
+
+
+class _Waiter:
+    __slots__ = ("future", "origin")
+
+    def __init__(self, origin: Origin, future: asyncio.Future[Any]) -> None:
+        self.origin = origin
+        self.future = future
+
+
+def origin_label(origin: Origin) -> str:
+    _scheme, host, port, via = origin
+    label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{label} via {via}" if via else label
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        max_connections: int | None = 100,
+        max_connections_per_host: int | None = None,
+        max_keepalive_connections: int | None = 20,
+        keepalive_expiry: float | None = 120.0,
+        may_multiplex: Callable[[Origin], bool] = lambda origin: False,
+    ) -> None:
+        self._connector = connector
+        self._max = max_connections
+        self._max_host = max_connections_per_host
+        self._max_keepalive = max_keepalive_connections
+        self._expiry = keepalive_expiry
+        self._may_multiplex = may_multiplex
+        self._hosts: dict[Origin, _Host] = {}
+        self._total = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+        self._last_sweep = time.monotonic()
+
+    # --- public -------------------------------------------------------------
+    async def handle_request(self, request: Request, origin: Origin, timeout: Timeout) -> Response:
+        """Send on a pooled connection. A request the server provably did not
+        process goes out again on another connection, a few times at most;
+        after a keep-alive race only idempotent requests with a replayable
+        body are sent again, once."""
+        stale_retried = False
+        for _ in range(MAX_NOT_PROCESSED_RETRIES + 1):
+            conn = await self._acquire(origin, timeout)
+            try:
+                return await conn.handle_request(request, timeout)
+            except StaleConnection as exc:
+                replayable = request.stream.is_replayable
+                if stale_retried or request.method not in IDEMPOTENT or not replayable:
+                    raise RemoteProtocolError(str(exc)) from None
+                stale_retried = True
+            except RequestNotProcessed as exc:
+                last = exc
+                if not request.stream.is_replayable:
+                    raise RemoteProtocolError(str(exc)) from None
+        raise RemoteProtocolError(f"{last} (gave up after {MAX_NOT_PROCESSED_RETRIES} retries)")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for origin, host in self._hosts.items():
+            if not host.size():
+                continue
+            streams = sum(c.active_streams() for c in host.mux)
+            idle = len(host.idle) + sum(1 for c in host.mux if c.active_streams() == 0)
+            entry = {"idle": idle, "in_use": len(host.conns) - idle, "total": host.size()}
+            if host.mux:
+                entry["streams"] = streams
+            if host.connecting:
+                entry["connecting"] = host.connecting
+            out[origin_label(origin)] = entry
+        return out
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    def close(self) -> None:
+        """Close every connection and fail every waiter; the pool is unusable after."""
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(PoolClosed("the client was closed"))
+        self._waiters.clear()
+        for host in self._hosts.values():
+            for conn in list(host.conns):
+                conn.close()
+
+    # --- acquisition ----------------------------------------------------------
+    async def _acquire(self, origin: Origin, timeout: Timeout) -> PoolConnection:
+        if self._closed:
+            raise PoolClosed("the client is closed; no new requests can be sent")
+        if self._waiters:
+            self._serve_waiters()
+        got = None if self._waiters_ahead(origin) else self._try_acquire(origin)
+        if got is None:
+            got = await self._wait(origin, timeout.pool)
+        if got is _CONNECT:
+            return await self._connect(origin, timeout)
+        assert not isinstance(got, str)
+        return got
+
+    def _waiters_ahead(self, origin: Origin) -> bool:
+        # Only waiters for the same origin can want what this newcomer would
+        # take from that origin; other origins were served by the walk.
+        return any(w.origin == origin and not w.future.done() for w in self._waiters)
+
+    def _try_acquire(self, origin: Origin) -> PoolConnection | str | None:
+        host = self._hosts.get(origin)
+        if host is None:
+            host = self._hosts[origin] = _Host()
+        for conn in host.mux:
+            if conn.is_available():
+                conn.reserve_stream()
+                return conn
+        idle = host.idle
+        while idle:
+            conn = idle.pop()
+            if conn.has_expired(time.monotonic(), self._expiry) or not conn.is_alive_when_taken():
+                self._discard(host, conn)
+                continue
+            return conn
+        probe = self._may_multiplex(origin) and not host.http1_only
+        if probe and host.probing:
+            return None
+        if self._max_host is not None and host.size() >= self._max_host:
+            return None
+        if self._max is not None and self._total >= self._max and not self._evict_idle():
+            return None
+        host.connecting += 1
+        self._total += 1
+        if probe:
+            host.probing += 1
+        return _CONNECT
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection of any origin to free a slot."""
+        oldest: tuple[float, _Host, PoolConnection] | None = None
+        for host in self._hosts.values():
+            if host.idle:
+                conn = host.idle[0]
+                since = getattr(conn, "idle_since", 0.0)
+                if oldest is None or since < oldest[0]:
+                    oldest = (since, host, conn)
+        if oldest is None:
+            return False
+        _, host, conn = oldest
+        host.idle.remove(conn)
+        self._discard(host, conn)
+        return True
+
+    async def _wait(self, origin: Origin, pool_timeout: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._waiters.append(_Waiter(origin, fut))
+        handle = None
+        if pool_timeout is not None:
+            handle = loop.call_later(pool_timeout, self._expire_waiter, fut, origin, pool_timeout)
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._give_back(origin, fut.result())
+            elif not fut.done():
+                fut.cancel()
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _expire_waiter(self, fut: asyncio.Future[Any], origin: Origin, after: float) -> None:
+        if not fut.done():
+            fut.set_exception(
+                PoolTimeout(
+                    f"no connection to {origin_label(origin)} became free within "
+                    f"{after:.3g}s (pool timeout)"
+                )
+            )
+
+    def _give_back(self, origin: Origin, got: Any) -> None:
+        host = self._hosts[origin]
+        if got is _CONNECT:
+            self._unreserve(origin, host)
+        elif got.is_multiplexed:
+            got.unreserve_stream()
+        else:
+            self._release(got)
+        self._serve_waiters()
+
+    def _unreserve(self, origin: Origin, host: _Host) -> None:
+        host.connecting -= 1
+        self._total -= 1
+        if host.probing and self._may_multiplex(origin) and not host.http1_only:
+            host.probing -= 1
+
+    async def _connect(self, origin: Origin, timeout: Timeout) -> PoolConnection:
+        host = self._hosts[origin]
+        try:
+            conn = await self._connector(origin, timeout, self._release)
+        except BaseException:
+            self._unreserve(origin, host)
+            self._serve_waiters()
+            raise
+        host.connecting -= 1
+        if host.probing and self._may_multiplex(origin) and not host.http1_only:
+            host.probing -= 1
+        if not conn.is_multiplexed and self._may_multiplex(origin):
+            host.http1_only = True
+        if self._closed:
+            self._total -= 1
+            conn.close()
+            raise PoolClosed("the client was closed while connecting")
+        host.conns.add(conn)
+        if conn.is_multiplexed:
+            host.mux.append(conn)
+            conn.reserve_stream()
+        self._serve_waiters()
+        return conn
+
+    # --- release ----------------------------------------------------------------
+    def _release(self, conn: PoolConnection) -> None:
+        """Called by a connection when a request on it has ended."""
+        host = self._hosts.get(conn.origin)
+        if host is None or conn not in host.conns:
+            return
+        if conn.is_closed():
+            self._forget(host, conn)
+        elif conn.is_multiplexed:
+            pass
+        elif self._closed or (
+            self._max_keepalive is not None and len(host.idle) >= self._max_keepalive
+        ):
+            self._discard(host, conn)
+        elif conn.is_idle() and conn not in host.idle:
+            host.idle.append(conn)
+        self._sweep()
+        if self._waiters:
+            self._serve_waiters()
+
+    def _discard(self, host: _Host, conn: PoolConnection) -> None:
+        conn.close()
+        self._forget(host, conn)
+
+    def _forget(self, host: _Host, conn: PoolConnection) -> None:
+        if conn in host.conns:
+            host.conns.discard(conn)
+            self._total -= 1
+        if conn in host.idle:
+            host.idle.remove(conn)
+        if conn in host.mux:
+            host.mux.remove(conn)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < 1.0:
+            return
+        self._last_sweep = now
+        for host in self._hosts.values():
+            for conn in [c for c in host.idle if c.has_expired(now, self._expiry)]:
+                host.idle.remove(conn)
+                self._discard(host, conn)
+            for conn in [c for c in host.mux if c.is_closed()]:
+                self._forget(host, conn)
+            for conn in [c for c in host.mux if c.has_expired(now, self._expiry)]:
+                self._discard(host, conn)
+
+    def _serve_waiters(self) -> None:
+        waiters = self._waiters
+        if not waiters:
+            return
+        remaining: deque[_Waiter] = deque()
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.future.done():
+                continue
+            got = self._try_acquire(waiter.origin)
+            if got is None:
+                remaining.append(waiter)
+            else:
+                waiter.future.set_result(got)
+        self._waiters = remaining
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConnectionPool total={self._total} waiting={self.waiting} "
+            f"origins={len(self._hosts)} closed={self._closed}>"
+        )

@@ -1,0 +1,355 @@
+"""The connection pool against a real keep-alive server that counts open
+TCP connections: caps, FIFO fairness, keep-alive limits and expiry, dead
+connections, and cancellation at every await never stranding a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import stat
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import hyperhttp
+from tests.support.raw import RawServer, read_head
+
+
+class Counting:
+    """Open-connection counter shared between the server thread and the test."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open = 0
+        self.peak = 0
+        self.accepted = 0
+        self.order: list[str] = []
+
+    def enter(self) -> None:
+        with self.lock:
+            self.open += 1
+            self.accepted += 1
+            self.peak = max(self.peak, self.open)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.open -= 1
+
+
+def keepalive_handler(
+    counts: Counting,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
+    """Serve requests on one connection until the client closes it.
+    `/delay/<seconds>/<tag>` waits, records <tag> and answers `tag`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The client resets a connection it gives up before it dials the next,
+        # but this loop may run the new accept before the old EOF callback.
+        # Yield first so the count follows the order the kernel saw.
+        await asyncio.sleep(0.002)
+        if reader.at_eof():
+            writer.close()
+            return  # dropped by the client before it was ever counted
+        counts.enter()
+        try:
+            while True:
+                try:
+                    head = await read_head(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                if not head:
+                    return
+                target = head.split(b" ", 2)[1].decode()
+                parts = target.strip("/").split("/")
+                tag = ""
+                if parts[0] == "delay":
+                    # Wait, but notice at once if the client goes away, so
+                    # `open` counts connections that are open, not handlers
+                    # still asleep on a connection the client already closed.
+                    closed = asyncio.ensure_future(reader.read(1))
+                    done, _ = await asyncio.wait(
+                        [closed], timeout=float(parts[1])
+                    )
+                    if done:
+                        return
+                    closed.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await closed
+                    tag = parts[2] if len(parts) > 2 else ""
+                with counts.lock:
+                    counts.order.append(tag)
+                body = tag.encode() or b"ok"
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        finally:
+            counts.leave()
+            writer.close()
+
+    return handler
+
+
+@pytest.fixture
+def counting_server() -> tuple[RawServer, Counting]:
+    counts = Counting()
+    server = RawServer(keepalive_handler(counts)).start()  # type: ignore[arg-type]
+    yield server, counts  # type: ignore[misc]
+    server.stop()
+
+
+def _totals(client: hyperhttp.Client) -> tuple[int, int]:
+    stats = client.get_pool_stats()
+    return (
+        sum(s["in_use"] for s in stats.values()),
+        sum(s["total"] for s in stats.values()),
+    )
+
+
+async def test_global_cap_holds_at_the_server(counting_server: tuple[RawServer, Counting]) -> None:
+    server, counts = counting_server
+    async with hyperhttp.Client(max_connections=4, timeout=10) as client:
+        results = await asyncio.gather(
+            *[client.get(f"{server.url}/delay/0.02/{i}") for i in range(40)]
+        )
+    assert [r.text for r in results] == [str(i) for i in range(40)]
+    assert counts.peak <= 4
+    assert counts.accepted == 4  # the four connections were reused, not re-opened
+
+
+async def test_per_host_cap(counting_server: tuple[RawServer, Counting]) -> None:
+    server, counts = counting_server
+    async with hyperhttp.Client(max_connections=10, max_connections_per_host=2) as client:
+        await asyncio.gather(*[client.get(f"{server.url}/delay/0.02") for _ in range(12)])
+    assert counts.peak == 2
+
+
+async def test_waiters_are_served_first_come_first_served(
+    counting_server: tuple[RawServer, Counting],
+) -> None:
+    server, counts = counting_server
+    async with hyperhttp.Client(max_connections=1) as client:
+        first = asyncio.ensure_future(client.get(f"{server.url}/delay/0.1/first"))
+        await asyncio.sleep(0.02)
+        tasks = []
+        for i in range(10):
+            tasks.append(asyncio.ensure_future(client.get(f"{server.url}/delay/0/{i}")))
+            await asyncio.sleep(0)  # each request queues before the next is made
+        await asyncio.gather(first, *tasks)
+    assert counts.order == ["first"] + [str(i) for i in range(10)]
+
+
+async def test_fifo_across_hosts_and_idle_connections_make_room(
+    counting_server: tuple[RawServer, Counting],
+) -> None:
+    server, counts = counting_server
+    # Two origins on one server: 127.0.0.1 and localhost. With a global cap
+    # of one, the idle connection to the first must be closed to let the
+    # second through.
+    other = server.url.replace("127.0.0.1", "localhost")
+    async with hyperhttp.Client(max_connections=1) as client:
+        await client.get(f"{server.url}/delay/0/a")
+        assert _totals(client) == (0, 1)
+        r = await asyncio.wait_for(client.get(f"{other}/delay/0/b"), 5)
+        assert r.text == "b"
+        stats = client.get_pool_stats()
+        assert sum(s["total"] for s in stats.values()) == 1
+    assert counts.peak == 1
+
+
+async def test_keepalive_cap_and_expiry(counting_server: tuple[RawServer, Counting]) -> None:
+    server, counts = counting_server
+    async with hyperhttp.Client(
+        max_connections=10, max_keepalive_connections=2, keepalive_expiry=0.2
+    ) as client:
+        await asyncio.gather(*[client.get(f"{server.url}/delay/0.05") for _ in range(6)])
+        in_use, total = _totals(client)
+        assert in_use == 0 and total == 2  # four closed on release, two kept
+        await asyncio.sleep(0.3)
+        await client.get(f"{server.url}/delay/0")
+        # Both expired idle connections were dropped; one new connection serves.
+        assert _totals(client) == (0, 1)
+    assert counts.accepted == 7
+
+
+async def test_dead_idle_connection_is_replaced_silently(raw_server: Callable[..., RawServer]) -> None:
+    served = 0
+
+    async def close_after_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_head(reader)
+        served += 1
+        # Claims keep-alive, then closes: the next request must not fail.
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = raw_server(close_after_each)
+    async with hyperhttp.Client() as client:
+        for _ in range(3):
+            r = await client.get(server.url + "/")
+            assert r.text == "ok"
+            await asyncio.sleep(0.05)  # let the close arrive: detected when taken
+    assert served == 3
+    assert server.accepted == 3
+
+
+async def test_stale_connection_race_retried_for_idempotent(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    async def close_on_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_head(reader)  # the reused connection's next request...
+        writer.close()  # ...is dropped without a byte of response
+
+    server = raw_server(close_on_second)
+    async with hyperhttp.Client() as client:
+        assert (await client.get(server.url + "/")).text == "ok"
+        # Sent at once, before the close can be seen: the race. GET is retried.
+        assert (await client.get(server.url + "/")).text == "ok"
+        assert (await client.get(server.url + "/")).text == "ok"
+        with pytest.raises(hyperhttp.RemoteProtocolError, match="closed"):
+            await client.post(server.url + "/", content=b"x")
+
+
+def sockets_connected_to(port: int) -> int:
+    """Sockets this process holds whose peer is `port`: what the OS says the
+    client has open, whatever the client believes."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            dup = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        try:
+            if dup.family in (socket.AF_INET, socket.AF_INET6) and dup.getpeername()[1] == port:
+                count += 1
+        except OSError:
+            pass
+        finally:
+            dup.close()
+    return count
+
+
+async def test_cancellation_storm_leaves_no_stranded_slot(
+    counting_server: tuple[RawServer, Counting],
+) -> None:
+    """Requests cancelled at random points: the client never holds more
+    sockets than the cap, and afterwards nothing is stranded.
+
+    The cap is measured on the client's side, as open sockets whose peer is
+    the server: the sandbox's network stack delivers a closed connection's
+    FIN asynchronously, so the server can see a new connection before the
+    close of the one it replaced, and its own count overshoots by closes in
+    flight. The tests above, with no cancellation, check the server's count.
+    """
+    server, _ = counting_server
+    rng = random.Random(1234)
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, sockets_connected_to(server.port))
+            await asyncio.sleep(0.001)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        await _storm(server, rng, lambda: sockets_connected_to(server.port))
+    finally:
+        sampler.cancel()
+    assert 0 < peak <= 5
+
+
+async def _storm(server: RawServer, rng: random.Random, probe: Callable[[], int]) -> None:
+    peak = 0
+    async with hyperhttp.Client(max_connections=5, timeout=10) as client:
+
+        async def one(i: int) -> None:
+            if i % 3 == 0:
+                async with client.stream("GET", f"{server.url}/delay/0.01/{i}") as r:
+                    await asyncio.sleep(rng.uniform(0, 0.02))
+                    await r.aread()
+            else:
+                await client.get(f"{server.url}/delay/{rng.uniform(0, 0.03):.3f}/{i}")
+
+        for _ in range(5):
+            tasks = [asyncio.ensure_future(one(i)) for i in range(60)]
+            await asyncio.sleep(rng.uniform(0, 0.03))
+            for task in tasks:
+                if rng.random() < 0.5:
+                    task.cancel()
+                    peak = max(peak, probe())
+                    await asyncio.sleep(rng.uniform(0, 0.004))
+            await asyncio.gather(*tasks, return_exceptions=True)
+            in_use, total = _totals(client)
+            assert in_use == 0, client.get_pool_stats()
+            assert total <= 5
+        # The whole capacity is usable again: five requests run at once.
+        results = await asyncio.wait_for(
+            asyncio.gather(*[client.get(f"{server.url}/delay/0.1/x") for _ in range(5)]), 5
+        )
+        assert all(r.status_code == 200 for r in results)
+    assert peak <= 5
+
+
+async def test_cancelled_waiter_gives_back_what_it_was_handed(
+    counting_server: tuple[RawServer, Counting],
+) -> None:
+    server, _ = counting_server
+    async with hyperhttp.Client(max_connections=1) as client:
+        holder = asyncio.ensure_future(client.get(f"{server.url}/delay/0.05"))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.ensure_future(client.get(f"{server.url}/delay/0"))
+        await asyncio.sleep(0.01)
+        await holder  # hands the connection to the waiter...
+        waiter.cancel()  # ...which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert _totals(client)[0] == 0
+        r = await asyncio.wait_for(client.get(f"{server.url}/delay/0"), 2)
+        assert r.status_code == 200
+
+
+async def test_pool_timeout(counting_server: tuple[RawServer, Counting]) -> None:
+    server, _ = counting_server
+    async with hyperhttp.Client(max_connections=1) as client:
+        async with client.stream("GET", f"{server.url}/delay/0"):
+            with pytest.raises(hyperhttp.PoolTimeout, match="pool timeout"):
+                await client.get(
+                    f"{server.url}/delay/0", timeout=hyperhttp.Timeout(5, pool=0.1)
+                )
+        assert (await client.get(f"{server.url}/delay/0")).status_code == 200
+
+
+async def test_connect_failure_releases_the_slot() -> None:
+    async with hyperhttp.Client(max_connections=1, timeout=2) as client:
+        for _ in range(3):
+            with pytest.raises(hyperhttp.ConnectError):
+                await client.get("http://127.0.0.1:1/")
+        assert client.get_pool_stats() == {}
+
+
+async def test_closing_the_client_fails_waiters(counting_server: tuple[RawServer, Counting]) -> None:
+    server, _ = counting_server
+    client = hyperhttp.Client(max_connections=1)
+    holder = asyncio.ensure_future(client.get(f"{server.url}/delay/0.2"))
+    await asyncio.sleep(0.02)
+    waiter = asyncio.ensure_future(client.get(f"{server.url}/delay/0"))
+    await asyncio.sleep(0.02)
+    await client.aclose()
+    with pytest.raises(hyperhttp.PoolClosed):
+        await waiter
+    with pytest.raises(hyperhttp.HyperHTTPError):
+        await holder
+    with pytest.raises(hyperhttp.PoolClosed, match="closed"):
+        await client.get(f"{server.url}/delay/0")
