@@ -45,6 +45,7 @@ from ._exceptions import (
 from ._headers import Headers
 from ._models import Request, Response
 from ._multipart import MultipartEncoder, MultipartFile
+from ._tls import InsecureTLSWarning
 from ._transports import AsyncBaseTransport, HTTPTransport, MockTransport
 from ._urls import URL
 
@@ -76,6 +77,7 @@ __all__ = [
     "HTTPTransport",
     "Headers",
     "HyperHTTPError",
+    "InsecureTLSWarning",
     "InvalidURL",
     "LocalProtocolError",
     "MockTransport",

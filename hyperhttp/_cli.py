@@ -74,6 +74,28 @@ class _Progress:
         self.stream.flush()
 
 
+def _file_body(path: str) -> Any:
+    """Stream a file as the request body, with a progress bar on stderr."""
+    import os
+
+    from ._content import IterableBody
+
+    size = os.path.getsize(path)
+
+    async def chunks() -> Any:
+        progress = _Progress(size, sys.stderr)
+        with open(path, "rb") as fh:
+            while True:
+                chunk = await asyncio.to_thread(fh.read, 1024 * 1024)
+                if not chunk:
+                    break
+                progress.update(len(chunk))
+                yield chunk
+        progress.update(0, final=True)
+
+    return IterableBody(chunks(), length=size)
+
+
 async def _run(args: argparse.Namespace) -> int:
     import hyperhttp
 
@@ -87,9 +109,7 @@ async def _run(args: argparse.Namespace) -> int:
             raise SystemExit(f"hyperhttp: --json is not valid JSON: {exc}") from None
     elif args.data is not None:
         if args.data.startswith("@"):
-            from pathlib import Path
-
-            kwargs["content"] = Path(args.data[1:]).read_bytes()
+            kwargs["content"] = _file_body(args.data[1:])
         else:
             kwargs["content"] = args.data.encode()
     verify: bool | str = args.cacert or not args.insecure

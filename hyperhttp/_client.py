@@ -214,9 +214,12 @@ class Client:
         return request
 
     def _set_cookie_header(self, request: Request, extra: Mapping[str, str] | None) -> None:
+        if "cookie" in request.headers:
+            return  # written by the caller: sent as is
         value = self.cookies.cookie_header(request.url, extra)
-        if value and "cookie" not in request.headers:
+        if value:
             request.headers["Cookie"] = value
+            request.extensions["cookie_from_jar"] = True
 
     # --- verbs --------------------------------------------------------------------
     async def request(self, method: str, url: str | URL, **kwargs: Any) -> Response:

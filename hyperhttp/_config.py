@@ -80,6 +80,6 @@ class Timeout:
         )
 
 
-TimeoutTypes: TypeAlias = float | int | None | Timeout
+TimeoutTypes: TypeAlias = float | int | Timeout | None
 
 DEFAULT_TIMEOUT = Timeout(30.0)

@@ -61,7 +61,9 @@ def build_redirect(request: Request, response: Response) -> Request:
         for name in _CREDENTIAL_HEADERS:
             if name in headers:
                 del headers[name]
-    elif "cookie" in headers:
+    elif "cookie" in headers and request.extensions.get("cookie_from_jar"):
+        # Rebuilt from the jar for the next hop, which may have set cookies;
+        # a Cookie header the caller wrote stays as written.
         del headers["cookie"]
     if method != request.method and method == "GET":
         for name in _BODY_HEADERS:
@@ -70,10 +72,11 @@ def build_redirect(request: Request, response: Response) -> Request:
         body: RequestBody = EMPTY_BODY
     else:
         body = request.stream
-        if not body.is_replayable and (body.content_length or 0) != 0:
+        if not body.is_replayable and body.content_length != 0:
             raise StreamConsumed(
                 f"the server answered {response.status_code} and asked for the body to be "
                 "sent again, but it is a single-use stream; pass bytes or a file path"
             )
-    new = Request(method, url, headers=headers, stream=body, extensions=dict(request.extensions))
-    return new
+    extensions = dict(request.extensions)
+    extensions.pop("cookie_from_jar", None)
+    return Request(method, url, headers=headers, stream=body, extensions=extensions)

@@ -139,13 +139,13 @@ class URL:
             host = netloc_host.rsplit(":", 1)[0] if ":" in netloc_host else netloc_host
         self._host = _encode_host(host)
         self._port = port
-        if self._scheme in DEFAULT_PORTS and parts.netloc == "" and stripped.startswith(
-            self._scheme + ":"
-        ):
-            raise InvalidURL(f"URL has no host: {self.redacted()!r}")
         self._path = quote(parts.path, safe=_PATH_SAFE)
         self._query = quote(parts.query, safe=_QUERY_SAFE)
         self._fragment = parts.fragment
+        if self._scheme in DEFAULT_PORTS and not self._host and stripped.startswith(
+            self._scheme + ":"
+        ):
+            raise InvalidURL(f"URL has no host: {self.redacted()!r}")
 
     # --- components -----------------------------------------------------
     @property

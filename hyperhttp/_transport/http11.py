@@ -167,9 +167,13 @@ class HTTP11Connection:
                 ) from None
             if event is h11.NEED_DATA:
                 data = await self._stream.read(read_timeout)
-                if not data and reused and not got_bytes:
-                    raise StaleConnection(
-                        f"{self.peer} closed the kept-alive connection before responding"
+                if not data and not got_bytes:
+                    if reused:
+                        raise StaleConnection(
+                            f"{self.peer} closed the kept-alive connection before responding"
+                        )
+                    raise RemoteProtocolError(
+                        f"{self.peer} closed the connection without sending a response"
                     )
                 got_bytes = got_bytes or bool(data)
                 conn.receive_data(data)

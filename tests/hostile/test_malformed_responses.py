@@ -1,0 +1,208 @@
+"""Hostile servers: malformed, oversize, truncated and silent responses.
+
+Each raw server misbehaves on its first connection only and answers every
+later request correctly. So after each failure the test checks that the
+error names the peer, that the pool holds nothing in use, and that the very
+same client can then talk to the very same origin (on a new connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import hyperhttp
+from tests.support.fixtures import RawServerFactory
+from tests.support.raw import RawServer, read_head
+
+GOOD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+Misbehaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class BadThenGood:
+    """A raw handler: `bad` answers the first connection's first request;
+    every later connection gets correct keep-alive answers."""
+
+    def __init__(self, bad: Misbehaviour) -> None:
+        self.bad = bad
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        first = self.connections == 1
+        while True:
+            head = await read_head(reader)
+            if not head:
+                return
+            if first:
+                await self.bad(reader, writer)
+                return  # RawServer closes the connection
+            writer.write(GOOD)
+            await writer.drain()
+
+
+def sends(*pieces: bytes, pause: bool = False) -> Misbehaviour:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(0)
+
+    return bad
+
+
+def big_head_lines(total: int) -> list[bytes]:
+    lines = [b"HTTP/1.1 200 OK\r\n"]
+    size = len(lines[0])
+    i = 0
+    while size < total:
+        line = b"X-Pad-%d: %s\r\n" % (i, b"a" * 100)
+        lines.append(line)
+        size += len(line)
+        i += 1
+    lines.append(b"Content-Length: 2\r\n\r\nok")
+    return lines
+
+
+OVERSIZE = big_head_lines(70 * 1024)
+
+MALFORMED: dict[str, Misbehaviour] = {
+    "content-length-and-chunked": sends(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    ),
+    "differing-content-lengths": sends(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    ),
+    "non-numeric-content-length": sends(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nabc"),
+    "negative-content-length": sends(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+    "bad-chunk-size": sends(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    ),
+    "head-over-64k-one-write": sends(b"".join(OVERSIZE)),
+    "head-over-64k-many-writes": sends(*OVERSIZE, pause=True),
+    "truncated-body": sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10),
+    "truncated-chunked-body": sends(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    ),
+    "garbage-status-line": sends(b"garbage\r\n\r\n"),
+    "non-numeric-status": sends(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"),
+    "header-without-colon": sends(b"HTTP/1.1 200 OK\r\nnot a header\r\nContent-Length: 0\r\n\r\n"),
+    "head-cut-off": sends(b"HTTP/1.1 200 OK\r\nContent-Len"),
+    "closed-without-answer": sends(),
+}
+
+
+def peer(server: RawServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def assert_pool_clean(client: hyperhttp.Client) -> None:
+    for entry in client.get_pool_stats().values():
+        assert entry["in_use"] == 0, client.get_pool_stats()
+        assert entry.get("connecting", 0) == 0, client.get_pool_stats()
+
+
+async def assert_recovers(client: hyperhttp.Client, server: RawServer) -> None:
+    response = await client.get(server.url + "/after")
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    assert_pool_clean(client)
+    assert server.accepted == 2, "the failed connection was reused or a request was resent"
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+async def test_malformed_response_is_remote_protocol_error(
+    loop_name: str, raw_server: RawServerFactory, name: str
+) -> None:
+    server = raw_server(BadThenGood(MALFORMED[name]))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
+            await client.get(server.url + "/bad")
+        assert peer(server) in str(caught.value)
+        assert_pool_clean(client)
+        await assert_recovers(client, server)
+
+
+@pytest.mark.parametrize("name", ["truncated-body", "truncated-chunked-body", "bad-chunk-size"])
+async def test_malformed_body_while_streaming(
+    loop_name: str, raw_server: RawServerFactory, name: str
+) -> None:
+    server = raw_server(BadThenGood(MALFORMED[name]))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        async with client.stream("GET", server.url + "/bad") as response:
+            assert response.status_code == 200
+            with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
+                async for _ in response.aiter_bytes():
+                    pass
+        assert peer(server) in str(caught.value)
+        assert_pool_clean(client)
+        await assert_recovers(client, server)
+
+
+async def test_head_just_under_the_limit_is_accepted(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    lines = big_head_lines(60 * 1024)
+    server = raw_server(BadThenGood(sends(b"".join(lines))))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        response = await client.get(server.url + "/big")
+        assert response.status_code == 200
+        assert response.content == b"ok"
+        assert len(response.headers.get_list("x-pad-0")) == 1
+
+
+async def test_server_never_answers_is_read_timeout(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # stop() cancels this
+
+    server = raw_server(BadThenGood(silent))
+    async with hyperhttp.Client(http2=False, timeout=hyperhttp.Timeout(5, read=0.2)) as client:
+        with pytest.raises(hyperhttp.ReadTimeout) as caught:
+            await client.get(server.url + "/bad")
+        assert peer(server) in str(caught.value)
+        assert_pool_clean(client)
+        await assert_recovers(client, server)
+
+
+async def test_server_stalls_mid_body_is_read_timeout(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    server = raw_server(BadThenGood(stall))
+    async with hyperhttp.Client(http2=False, timeout=hyperhttp.Timeout(5, read=0.2)) as client:
+        with pytest.raises(hyperhttp.ReadTimeout):
+            await client.get(server.url + "/bad")
+        assert_pool_clean(client)
+        await assert_recovers(client, server)
+
+
+async def test_bytes_after_the_response_make_the_connection_unusable(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    # Extra bytes after a complete response are not a response to anything:
+    # that connection must not carry the next request.
+    async def extra(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GOOD + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+        await writer.drain()
+        while await reader.read(65536):
+            pass
+
+    server = raw_server(BadThenGood(extra))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        first = await client.get(server.url + "/first")
+        assert first.content == b"ok"
+        await asyncio.sleep(0.05)  # let the smuggled bytes arrive
+        second = await client.get(server.url + "/second")
+        assert second.content == b"ok"
+        assert server.accepted == 2

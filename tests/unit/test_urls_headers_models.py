@@ -1,0 +1,425 @@
+"""URL, Headers, Timeout, Request and Response as values (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import hyperhttp
+from hyperhttp import URL, Headers, Request, Response, Timeout
+
+# --- URL -----------------------------------------------------------------------
+
+
+def test_url_components() -> None:
+    url = URL("HTTPS://User:p%40ss@Example.COM:8443/a/b?x=1&y=2#frag")
+    assert url.scheme == "https"
+    assert url.username == "User"
+    assert url.password == "p@ss"
+    assert url.host == "example.com"
+    assert url.port == 8443
+    assert url.path == "/a/b"
+    assert url.query == "x=1&y=2"
+    assert url.fragment == "frag"
+    assert url.target == "/a/b?x=1&y=2"
+    assert url.netloc == "example.com:8443"
+    assert url.origin == ("https", "example.com", 8443)
+    assert url.is_absolute and not url.is_relative
+
+
+@pytest.mark.parametrize(
+    ("text", "port", "netloc"),
+    [
+        ("http://h/", 80, "h"),
+        ("http://h:80/", 80, "h"),
+        ("https://h/", 443, "h"),
+        ("https://h:443/", 443, "h"),
+        ("http://h:8080/", 8080, "h:8080"),
+    ],
+)
+def test_default_ports(text: str, port: int, netloc: str) -> None:
+    url = URL(text)
+    assert url.port == port
+    assert url.netloc == netloc
+
+
+def test_empty_path_is_slash() -> None:
+    assert URL("http://h").target == "/"
+    assert URL("http://h?q=1").target == "/?q=1"
+
+
+def test_idna_host() -> None:
+    url = URL("http://Bücher.example/")
+    assert url.host == "xn--bcher-kva.example"
+    assert url.netloc == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "netloc"),
+    [
+        ("http://[::1]:8080/", "::1", "[::1]:8080"),
+        ("http://[::1]/", "::1", "[::1]"),
+        ("http://[0:0:0:0:0:0:0:1]:80/", "::1", "[::1]"),
+        ("http://[::ffff:127.0.0.1]:81/", "::ffff:7f00:1", "[::ffff:7f00:1]:81"),
+    ],
+)
+def test_ipv6_literal(text: str, host: str, netloc: str) -> None:
+    url = URL(text)
+    assert url.host == host
+    assert url.netloc == netloc
+    assert URL(str(url)) == url
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://h/a\r\nHost: evil",
+        "http://h/a\nb",
+        "http://h/a\rb",
+        "http://h/a\x00b",
+        "http://h/a\tb",
+        "http://h/a\x7fb",
+        "http://h\r\n/",
+        "http://h:99999/",
+        "http://h:abc/",
+        "http://h:-1/",
+        "http://[::g]/",
+        "http://[::1/",
+        "http:///path",
+        "http://exa mple.com/",
+        "http://a<b>/",
+    ],
+)
+def test_invalid_urls(text: str) -> None:
+    with pytest.raises(hyperhttp.InvalidURL):
+        URL(text)
+
+
+def test_path_and_query_are_percent_encoded() -> None:
+    url = URL("http://h/a b/ü?q=x y&r=é")
+    assert url.path == "/a%20b/%C3%BC"
+    assert " " not in url.target
+    assert url.target.startswith("/a%20b/%C3%BC?q=x%20y&r=")
+    # Already-encoded text is not encoded twice.
+    assert URL("http://h/a%20b").path == "/a%20b"
+
+
+def test_params_merge_into_query() -> None:
+    url = URL("http://h/p?a=1", params={"b": "2", "c": ["3", "4"], "d": None})
+    assert url.query == "a=1&b=2&c=3&c=4&d="
+    assert URL("http://h/", params=[("k", "v w")]).query == "k=v+w"
+
+
+def test_join() -> None:
+    base = URL("http://h/a/b/c?x=1")
+    assert str(base.join("d")) == "http://h/a/b/d"
+    assert str(base.join("../d")) == "http://h/a/d"
+    assert str(base.join("/d?y=2")) == "http://h/d?y=2"
+    assert str(base.join("//other:81/e")) == "http://other:81/e"
+    assert str(base.join("https://x/")) == "https://x/"
+
+
+def test_copy_with_and_immutability() -> None:
+    url = URL("http://h/a?x=1")
+    changed = url.copy_with(scheme="HTTPS", host="Other.Example", port=444, path="/b c")
+    assert str(changed) == "https://other.example:444/b%20c?x=1"
+    assert str(url) == "http://h/a?x=1"
+    with pytest.raises(TypeError):
+        url.copy_with(nonsense=1)
+
+
+def test_password_is_redacted() -> None:
+    url = URL("https://user:hunter2@h/p")
+    assert "hunter2" not in repr(url)
+    assert "hunter2" not in url.redacted()
+    assert "hunter2" in str(url)
+    assert url.without_credentials().username is None
+    assert "hunter2" not in repr(Request("GET", url))
+
+
+def test_url_equality_and_hash() -> None:
+    assert URL("http://H/a") == "http://h/a"
+    assert hash(URL("http://h/a")) == hash(URL("http://h/a"))
+    assert URL("http://h/a") != URL("http://h/b")
+
+
+def test_relative_url() -> None:
+    url = URL("/path?q=1")
+    assert url.is_relative
+    assert url.path == "/path"
+
+
+# --- Headers -----------------------------------------------------------------------
+
+
+def test_headers_case_insensitive() -> None:
+    h = Headers({"Content-Type": "text/plain"})
+    assert h["content-type"] == "text/plain"
+    assert h["CONTENT-TYPE"] == "text/plain"
+    assert "Content-type" in h
+    assert h.get("missing") is None
+    assert h.get("missing", "d") == "d"
+    del h["CONTENT-type"]
+    assert "content-type" not in h
+    with pytest.raises(KeyError):
+        del h["content-type"]
+
+
+def test_headers_multi_values_keep_order() -> None:
+    h = Headers([("Set-Cookie", "a=1"), ("X", "1"), ("set-cookie", "b=2")])
+    assert h.get_list("SET-COOKIE") == ["a=1", "b=2"]
+    assert h["set-cookie"] == "a=1, b=2"
+    assert h.multi_items() == [("Set-Cookie", "a=1"), ("X", "1"), ("set-cookie", "b=2")]
+    assert len(h) == 2
+    assert list(h) == ["Set-Cookie", "X"]
+    h.add("x", "2")
+    assert h.get_list("X") == ["1", "2"]
+
+
+def test_headers_setitem_replaces_every_value() -> None:
+    h = Headers([("X", "1"), ("Y", "y"), ("x", "2")])
+    h["x"] = "3"
+    assert h.get_list("X") == ["3"]
+    assert h.multi_items() == [("x", "3"), ("Y", "y")]
+
+
+def test_headers_update_replaces_by_name() -> None:
+    h = Headers([("A", "1"), ("A", "2"), ("B", "b")])
+    h.update({"a": "new"})
+    assert h.get_list("A") == ["new"]
+    assert h["b"] == "b"
+
+
+def test_headers_from_bytes_are_latin1() -> None:
+    h = Headers([(b"X-Bin", b"caf\xe9")])
+    assert h["x-bin"] == "café"
+
+
+def test_headers_copy_is_independent_and_equality() -> None:
+    h = Headers({"A": "1"})
+    c = h.copy()
+    c["A"] = "2"
+    assert h["a"] == "1"
+    assert Headers([("a", "1"), ("B", "2")]) == Headers([("b", "2"), ("A", "1")])
+    assert Headers({"a": "1"}) == {"A": "1"}
+    assert Headers({"a": "1"}) != Headers({"a": "2"})
+
+
+def test_headers_repr_hides_credentials() -> None:
+    h = Headers({"Authorization": "Bearer s3cret", "Cookie": "sid=t0ken", "X": "shown"})
+    text = repr(h)
+    assert "s3cret" not in text and "t0ken" not in text
+    assert "shown" in text
+
+
+# --- Timeout -------------------------------------------------------------------------
+
+
+def test_timeout_values() -> None:
+    t = Timeout(5)
+    assert (t.connect, t.read, t.write, t.pool) == (5.0, 5.0, 5.0, 5.0)
+    t = Timeout(5, connect=1, pool=None)
+    assert (t.connect, t.read, t.write, t.pool) == (1.0, 5.0, 5.0, None)
+    assert Timeout(None).read is None
+    assert Timeout(Timeout(2), read=3) == Timeout(2, read=3)
+    assert Timeout(connect=1, read=2, write=3, pool=4).write == 3.0
+
+
+def test_timeout_validation_and_immutability() -> None:
+    with pytest.raises(ValueError):
+        Timeout()
+    with pytest.raises(ValueError):
+        Timeout(-1)
+    with pytest.raises(TypeError):
+        Timeout("5")
+    t = Timeout(1)
+    with pytest.raises(AttributeError):
+        t.read = 2
+
+
+# --- Request -----------------------------------------------------------------------------
+
+
+def test_request_bodies_set_headers() -> None:
+    r = Request("post", "http://h/", json={"a": 1})
+    assert r.method == "POST"
+    assert r.content == b'{"a":1}'
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["content-length"] == "7"
+    r = Request("POST", "http://h/", data={"a": "b c"})
+    assert r.content == b"a=b+c"
+    assert r.headers["content-type"] == "application/x-www-form-urlencoded"
+    r = Request("POST", "http://h/", content=iter([b"a", b"b"]))
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in r.headers
+    assert not r.stream.is_replayable
+    with pytest.raises(hyperhttp.StreamConsumed):
+        _ = r.content
+
+
+def test_request_without_body() -> None:
+    assert "content-length" not in Request("GET", "http://h/").headers
+    assert Request("POST", "http://h/").headers["content-length"] == "0"
+
+
+def test_request_params() -> None:
+    r = Request("GET", "http://h/p?a=1", params={"b": "2"})
+    assert r.url.query == "a=1&b=2"
+
+
+def test_bad_body_types() -> None:
+    with pytest.raises(TypeError):
+        Request("POST", "http://h/", content=12345)
+    with pytest.raises(TypeError):
+        Request("POST", "http://h/", data=b"raw")
+    with pytest.raises(TypeError):
+        Request("POST", "http://h/", json={"a": object()})
+
+
+async def test_single_use_body_cannot_be_sent_twice(loop_name: str) -> None:
+    r = Request("POST", "http://h/", content=iter([b"a", b"b"]))
+    assert b"".join([c async for c in r.stream]) == b"ab"
+    with pytest.raises(hyperhttp.StreamConsumed):
+        _ = [c async for c in r.stream]
+
+
+# --- Response ------------------------------------------------------------------------------
+
+
+class ChunkStream:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_in_memory_response() -> None:
+    request = Request("GET", "http://h/x")
+    r = Response(200, json={"a": [1]}, request=request)
+    assert r.json() == {"a": [1]}
+    assert r.headers["content-type"] == "application/json"
+    assert r.url == "http://h/x"
+    r = Response(201, text="héllo")
+    assert r.text == "héllo"
+    assert r.encoding == "utf-8"
+    assert r.content == "héllo".encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("text/plain; charset=ISO-8859-1", "iso-8859-1"),
+        ('text/plain; charset="latin-1"', "latin-1"),
+        ("text/plain;charset=utf-16", "utf-16"),
+        ("text/plain; charset=no-such-charset", "utf-8"),
+        ("application/json", "utf-8"),
+    ],
+)
+def test_response_encoding(content_type: str, encoding: str) -> None:
+    r = Response(200, headers={"Content-Type": content_type}, content=b"")
+    assert r.encoding == encoding
+
+
+def test_response_json_error_is_decoding_error() -> None:
+    with pytest.raises(hyperhttp.DecodingError):
+        Response(200, content=b"{not json").json()
+
+
+@pytest.mark.parametrize(
+    ("code", "informational", "success", "redirect", "client", "server"),
+    [
+        (101, True, False, False, False, False),
+        (200, False, True, False, False, False),
+        (299, False, True, False, False, False),
+        (302, False, False, True, False, False),
+        (404, False, False, False, True, False),
+        (599, False, False, False, False, True),
+    ],
+)
+def test_status_predicates(
+    code: int, informational: bool, success: bool, redirect: bool, client: bool, server: bool
+) -> None:
+    headers = {"Location": "/x"} if redirect else {}
+    r = Response(code, headers=headers, request=Request("GET", "http://h/"))
+    assert r.is_informational is informational
+    assert r.is_success is success
+    assert r.is_redirect is redirect
+    assert r.is_client_error is client
+    assert r.is_server_error is server
+    assert r.is_error is (client or server)
+    if r.is_error:
+        with pytest.raises(hyperhttp.HTTPStatusError):
+            r.raise_for_status()
+    else:
+        assert r.raise_for_status() is r
+
+
+def test_redirect_status_without_location_is_not_a_redirect() -> None:
+    assert not Response(302).is_redirect
+
+
+async def test_streamed_response_read_once_and_closed_once(loop_name: str) -> None:
+    stream = ChunkStream([b"ab", b"cd"])
+    r = Response(200, stream=stream, request=Request("GET", "http://h/"))
+    with pytest.raises(hyperhttp.StreamConsumed):
+        _ = r.content
+    assert await r.aread() == b"abcd"
+    assert await r.aread() == b"abcd"
+    assert r.content == b"abcd"
+    assert stream.closed == 1
+    await r.aclose()
+    assert stream.closed == 1
+    # After aread the body can still be iterated from memory.
+    assert [c async for c in r.aiter_bytes()] == [b"abcd"]
+
+
+async def test_stream_consumed_twice(loop_name: str) -> None:
+    r = Response(200, stream=ChunkStream([b"ab"]))
+    assert [c async for c in r.aiter_raw()] == [b"ab"]
+    with pytest.raises(hyperhttp.StreamConsumed):
+        _ = [c async for c in r.aiter_raw()]
+
+
+async def test_aiter_text_across_split_characters(loop_name: str) -> None:
+    r = Response(200, headers={"Content-Type": "text/plain; charset=utf-8"},
+                 stream=ChunkStream([b"caf\xc3", b"\xa9 \xe2\x98", b"\x83"]))
+    assert "".join([t async for t in r.aiter_text()]) == "café ☃"
+
+
+async def test_aiter_lines_across_chunks(loop_name: str) -> None:
+    r = Response(200, stream=ChunkStream([b"one\r", b"\ntwo\nthr", b"ee\n\nfour"]))
+    assert [line async for line in r.aiter_lines()] == ["one", "two", "three", "", "four"]
+
+
+async def test_max_size_on_stream(loop_name: str) -> None:
+    stream = ChunkStream([b"x" * 60, b"x" * 60])
+    r = Response(200, stream=stream, request=Request("GET", "http://big.example/"))
+    r.max_size = 100
+    with pytest.raises(hyperhttp.ResponseTooLarge, match=r"big\.example"):
+        await r.aread()
+    assert stream.closed == 1
+
+
+async def test_max_size_on_declared_length(loop_name: str) -> None:
+    stream = ChunkStream([b"x"])
+    r = Response(200, headers={"Content-Length": "1000"}, stream=stream,
+                 request=Request("GET", "http://h/"))
+    r.max_size = 999
+    with pytest.raises(hyperhttp.ResponseTooLarge):
+        await r.aread()
+    assert stream.closed == 1
+
+
+async def test_elapsed_is_set_when_closed(loop_name: str) -> None:
+    r = Response(200, stream=ChunkStream([b"x"]))
+    await r.aread()
+    first = r.elapsed
+    assert first.total_seconds() >= 0
+    assert r.elapsed == first
