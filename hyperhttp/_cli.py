@@ -21,6 +21,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="hyperhttp", description="Send HTTP requests with hyperhttp."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the self-contained tour on loopback")
+    demo.add_argument("--requests", type=int, default=200)
+    demo.add_argument("--workers", type=int, default=4)
+    demo.add_argument("--cap", type=int, default=6, help="fleet-wide connection cap")
+    demo.add_argument("--no-fleet", action="store_true", help="skip the fleet part")
     for verb in VERBS:
         p = sub.add_parser(verb, help=f"send a {verb.upper()} request")
         p.add_argument("url")
@@ -143,6 +148,12 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import hyperhttp
+
+    if args.command == "demo":
+        from ._demo.tour import run
+
+        return run(requests=args.requests, workers=args.workers, cap=args.cap,
+                   fleet=not args.no_fleet)
 
     try:
         return asyncio.run(_run(args))

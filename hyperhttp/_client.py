@@ -32,7 +32,7 @@ from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
 from ._transports import AsyncBaseTransport, HTTPTransport
 from ._urls import URL, QueryParams
-from .errors.circuit_breaker import DomainCircuitBreakerManager
+from .errors.circuit_breaker import DomainCircuitBreakerManager, Verdict, verdict_for
 from .errors.retry import RetryPolicy
 from .errors.telemetry import ErrorTelemetry, emit
 
@@ -119,6 +119,24 @@ class Client:
             if name not in self.event_hooks:
                 raise ValueError(f"unknown event hook {name!r}; use 'request' or 'response'")
             self.event_hooks[name] = list(hooks)
+        self._fleet: Any = None
+        if coordinator is not None and coordinator is not False:
+            from .shared._connect import connect_backend
+
+            self._fleet = connect_backend(
+                coordinator,
+                required=coordinator_required,
+                local_caps=(max_connections, max_connections_per_host),
+            )
+            if circuit_breaker_manager is not None:
+                cfg = circuit_breaker_manager.config
+                self._fleet.configure_breakers(
+                    failure_threshold=cfg.failure_threshold,
+                    recovery_timeout=cfg.recovery_timeout,
+                    success_threshold=cfg.success_threshold,
+                )
+        elif coordinator_required:
+            raise ValueError("coordinator_required=True needs coordinator=")
         if transport is None:
             transport = HTTPTransport(
                 verify=verify,
@@ -133,6 +151,7 @@ class Client:
                 dns_ttl=dns_ttl,
                 proxies=proxies,
                 trust_env=trust_env,
+                fleet=self._fleet,
             )
         self._transport = transport
         self._closed = False
@@ -378,10 +397,10 @@ class Client:
     async def _attempt(self, request: Request) -> Response:
         """One network attempt."""
         breaker = self.circuit_breaker_manager
-        permit = None
+        gate = None
         if breaker is not None:
             url = request.url
-            permit = breaker.acquire(breaker.key_for(url.host, url.port or 0))
+            gate = await self._breaker_gate(breaker, breaker.key_for(url.host, url.port or 0))
         try:
             if self.event_hooks["request"]:
                 await _run_hooks(self.event_hooks["request"], request)
@@ -389,11 +408,11 @@ class Client:
             response = await self._transport.handle_async_request(request)
             response._started = started
         except BaseException as exc:
-            if permit is not None and breaker is not None:
-                breaker.record(permit, exc)
+            if gate is not None:
+                gate(exc)
             raise
-        if permit is not None and breaker is not None:
-            breaker.record(permit, response.status_code)
+        if gate is not None:
+            gate(response.status_code)
         response.request = request
         response.max_size = self.max_response_size
         set_cookies = response.headers.get_list("set-cookie")
@@ -406,6 +425,38 @@ class Client:
                 await response.aclose()
                 raise
         return response
+
+    async def _breaker_gate(
+        self, breaker: DomainCircuitBreakerManager, key: str
+    ) -> Callable[[Any], None]:
+        """Admit one attempt to `key` or raise CircuitBreakerOpen; return the
+        function that settles it with the attempt's outcome.
+
+        With a coordinator the fleet's breaker state decides (read from
+        shared memory; a half-open probe is one lease fleet-wide) and
+        outcomes are reported to it; without one, or while it is
+        unreachable, the local breaker decides."""
+        fleet = self._fleet
+        fleet_state = fleet.breaker_state(key) if fleet is not None else None
+        if fleet_state is None:
+            permit = breaker.acquire(key)
+            return lambda outcome: breaker.record(permit, outcome)
+        state, remaining = fleet_state
+        if state == "open":
+            raise CircuitBreakerOpen(key, remaining)
+        probe = False
+        if state == "half_open":
+            probe = await fleet.breaker_acquire_probe(key)
+            if not probe:
+                raise CircuitBreakerOpen(key, 0.0)
+        counted = breaker.config.counted_categories
+
+        def settle(outcome: Any) -> None:
+            verdict = verdict_for(outcome, counted)
+            failed = None if verdict is Verdict.NEUTRAL else verdict is Verdict.FAILURE
+            fleet.record_outcome(key, failed, probe)
+
+        return settle
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

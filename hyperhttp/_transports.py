@@ -47,6 +47,7 @@ class HTTPTransport:
         dns: DNSCache | None = None,
         proxies: Any = None,
         trust_env: bool = True,
+        fleet: Any = None,
     ) -> None:
         self.ssl_context = create_ssl_context(
             verify=verify, cert=cert, ssl_context=ssl_context, http2=http2
@@ -56,7 +57,10 @@ class HTTPTransport:
         if not self.proxies.is_direct and ssl_context is None:
             # The hop to an https proxy speaks HTTP/1.1 only.
             proxy_ctx = create_ssl_context(verify=verify, cert=cert, http2=False)
-        self.dns = dns if dns is not None else DNSCache(ttl=dns_ttl)
+        self.fleet = fleet
+        if dns is None:
+            dns = DNSCache(ttl=dns_ttl, shared=fleet.dns if fleet is not None else None)
+        self.dns = dns
         self.connector = Connector(
             ssl_context=self.ssl_context,
             proxy_ssl_context=proxy_ctx,
@@ -71,6 +75,7 @@ class HTTPTransport:
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=keepalive_expiry,
             may_multiplex=self.connector.may_multiplex,
+            fleet=fleet,
         )
 
     async def handle_async_request(self, request: Request) -> Response:
@@ -109,6 +114,8 @@ class HTTPTransport:
 
     async def aclose(self) -> None:
         self.pool.close()
+        if self.fleet is not None:
+            await self.fleet.aclose()
 
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]

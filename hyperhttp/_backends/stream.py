@@ -53,6 +53,8 @@ class SocketStream(asyncio.Protocol):
         # Called with no argument when data or EOF arrives while nobody
         # reads (HTTP/2 uses it to process frames as they come).
         self.on_data: Any = None
+        self._close_callbacks: list[Any] = []
+        self._lost = False
 
     # --- asyncio.Protocol callbacks ---------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,6 +80,12 @@ class SocketStream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._eof = True
+        self._lost = True
+        # asyncio closes the socket right after this returns, in the same
+        # callback: run the callbacks on the next turn, once it is closed.
+        for callback in self._close_callbacks:
+            self._loop.call_soon(callback)
+        self._close_callbacks.clear()
         if exc is not None:
             self._exc = exc
         _wake(self._read_waiter)
@@ -200,6 +208,14 @@ class SocketStream(asyncio.Protocol):
 
     def get_extra_info(self, name: str) -> Any:
         return None if self.transport is None else self.transport.get_extra_info(name)
+
+    def call_when_closed(self, callback: Any) -> None:
+        """Run `callback()` once the socket is really closed (the fleet hands
+        a connection's slot to another process only then)."""
+        if self._lost or self.transport is None:
+            self._loop.call_soon(callback)
+        else:
+            self._close_callbacks.append(callback)
 
     def close(self) -> None:
         """Close at once (abort: no lingering TLS close_notify wait)."""

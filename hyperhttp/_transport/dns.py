@@ -250,7 +250,12 @@ class DNSCache:
     async def _lookup(self, key: tuple[str, int], generation: int) -> list[Address]:
         host, port = key
         try:
-            raw = await self._resolver(host, port)
+            fleet_resolve = getattr(self._shared, "resolve", None)
+            if fleet_resolve is not None:
+                # One lookup for the whole fleet: another worker's may answer.
+                raw = await fleet_resolve(host, port, self._resolver)
+            else:
+                raw = await self._resolver(host, port)
         except DNSError:
             raise
         except (OSError, UnicodeError, ValueError) as exc:

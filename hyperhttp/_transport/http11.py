@@ -250,6 +250,9 @@ class HTTP11Connection:
         if self._state != CLOSED:
             self._close()
 
+    def call_when_closed(self, callback: Callable[[], None]) -> None:
+        self._stream.call_when_closed(callback)
+
     def __repr__(self) -> str:
         return (
             f"<HTTP11Connection {self.peer} {self._state} "

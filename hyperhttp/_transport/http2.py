@@ -670,6 +670,9 @@ class HTTP2Connection:
         self._stream.on_data = None
         self._stream.close()
 
+    def call_when_closed(self, callback: Callable[[], None]) -> None:
+        self._stream.call_when_closed(callback)
+
     def close(self) -> None:
         """Close now: say GOAWAY (best effort) and drop the socket; streams
         still running fail with ReadError."""

@@ -35,6 +35,11 @@ Rules:
 6. While a dial that may turn out HTTP/2 is in flight for an origin, further
    requests to that origin wait for it instead of dialling in parallel; if
    it is HTTP/2 they share it, if not they dial their own.
+7. With a fleet backend, a dial first takes a fleet lease for "host:port"
+   (waiting FIFO across the fleet) and the lease lives exactly as long as
+   the connection: `_forget` returns it. The fleet may ask this pool to
+   close an idle connection for a waiter elsewhere (`_shed_idle`). A
+   request on a reused connection never talks to the fleet.
 """
 
 from __future__ import annotations
@@ -43,12 +48,15 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._config import Timeout
 from .._exceptions import PoolClosed, PoolTimeout, RemoteProtocolError
 from .._models import Request, Response
 from .signals import RequestNotProcessed, StaleConnection
+
+if TYPE_CHECKING:
+    from ..shared._backend import FleetBackend, Lease
 
 Origin = tuple[str, str, int, str]  # scheme, host, port, proxy key ("" when direct)
 
@@ -68,6 +76,7 @@ class PoolConnection(Protocol):
     def has_expired(self, now: float, keepalive_expiry: float | None) -> bool: ...
     async def handle_request(self, request: Request, timeout: Timeout) -> Response: ...
     def close(self) -> None: ...
+    def call_when_closed(self, callback: Callable[[], None]) -> None: ...
     def reserve_stream(self) -> None: ...
     def unreserve_stream(self) -> None: ...
 
@@ -103,6 +112,12 @@ class _Waiter:
         self.future = future
 
 
+def fleet_key(origin: Origin) -> str:
+    """The upstream a connection for `origin` really opens: "host:port"."""
+    host, port = origin[1], origin[2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def origin_label(origin: Origin) -> str:
     _scheme, host, port, via = origin
     label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -119,6 +134,7 @@ class ConnectionPool:
         max_keepalive_connections: int | None = 20,
         keepalive_expiry: float | None = 120.0,
         may_multiplex: Callable[[Origin], bool] = lambda origin: False,
+        fleet: FleetBackend | None = None,
     ) -> None:
         self._connector = connector
         self._max = max_connections
@@ -131,6 +147,11 @@ class ConnectionPool:
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
         self._last_sweep = time.monotonic()
+        self._fleet = fleet
+        self._leases: dict[PoolConnection, Lease] = {}
+        self._shed_owed: dict[str, int] = {}  # fleet key ("" = any) -> connections owed
+        if fleet is not None:
+            fleet.set_shed_handler(self._shed_idle)
 
     # --- public -------------------------------------------------------------
     async def handle_request(self, request: Request, origin: Origin, timeout: Timeout) -> Response:
@@ -187,6 +208,7 @@ class ConnectionPool:
         for host in self._hosts.values():
             for conn in list(host.conns):
                 conn.close()
+                self._return_lease(conn)
 
     # --- acquisition ----------------------------------------------------------
     async def _acquire(self, origin: Origin, timeout: Timeout) -> PoolConnection:
@@ -297,12 +319,19 @@ class ConnectionPool:
 
     async def _connect(self, origin: Origin, timeout: Timeout) -> PoolConnection:
         host = self._hosts[origin]
+        lease = None
         try:
+            if self._fleet is not None:
+                lease = await self._fleet.acquire(fleet_key(origin), timeout=timeout.pool)
             conn = await self._connector(origin, timeout, self._release)
         except BaseException:
+            if lease is not None and self._fleet is not None:
+                self._fleet.release(lease)
             self._unreserve(origin, host)
             self._serve_waiters()
             raise
+        if lease is not None:
+            self._leases[conn] = lease
         host.connecting -= 1
         if host.probing and self._may_multiplex(origin) and not host.http1_only:
             host.probing -= 1
@@ -311,6 +340,7 @@ class ConnectionPool:
         if self._closed:
             self._total -= 1
             conn.close()
+            self._return_lease(conn)
             raise PoolClosed("the client was closed while connecting")
         host.conns.add(conn)
         if conn.is_multiplexed:
@@ -327,8 +357,8 @@ class ConnectionPool:
             return
         if conn.is_closed():
             self._forget(host, conn)
-        elif conn.is_multiplexed:
-            pass
+        elif self._pay_shed_debt(host, conn) or conn.is_multiplexed:
+            pass  # closed for the fleet, or an HTTP/2 connection that stays open
         elif self._closed or (
             self._max_keepalive is not None and len(host.idle) >= self._max_keepalive
         ):
@@ -347,10 +377,60 @@ class ConnectionPool:
         if conn in host.conns:
             host.conns.discard(conn)
             self._total -= 1
+            self._return_lease(conn)
         if conn in host.idle:
             host.idle.remove(conn)
         if conn in host.mux:
             host.mux.remove(conn)
+
+    def _return_lease(self, conn: PoolConnection) -> None:
+        """Give the fleet its slot back once the socket is really closed, so
+        no other process can open a connection while this one still exists."""
+        lease = self._leases.pop(conn, None)
+        fleet = self._fleet
+        if lease is not None and fleet is not None:
+            conn.call_when_closed(lambda: fleet.release(lease))
+
+    def _shed_idle(self, key: str) -> bool:
+        """The fleet asks for a connection to `key` ("" = any) to be closed,
+        so that an older waiter in another process can open its own.
+
+        An idle one is closed now. When every one is busy, the next one to
+        finish its request is closed instead of being handed to a local
+        waiter: local waiters then queue at the fleet behind the older
+        remote one, which keeps the fleet-wide FIFO (fleet.md, rule 2)."""
+        busy = 0
+        for origin, host in self._hosts.items():
+            if key and fleet_key(origin) != key:
+                continue
+            if host.idle:
+                self._discard(host, host.idle[0])
+                return True
+            for conn in host.mux:
+                if conn.is_idle():
+                    self._discard(host, conn)
+                    return True
+            busy += len(host.conns)
+        owed = self._shed_owed.get(key, 0)
+        if owed >= busy:
+            return False
+        self._shed_owed[key] = owed + 1
+        return True
+
+    def _pay_shed_debt(self, host: _Host, conn: PoolConnection) -> bool:
+        """Close `conn`, just freed, if the fleet is owed a connection."""
+        if not self._shed_owed or not conn.is_idle():
+            return False
+        for key in (fleet_key(conn.origin), ""):
+            owed = self._shed_owed.get(key, 0)
+            if owed:
+                if owed == 1:
+                    del self._shed_owed[key]
+                else:
+                    self._shed_owed[key] = owed - 1
+                self._discard(host, conn)
+                return True
+        return False
 
     def _sweep(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,1 @@
+"""The `hyperhttp demo` tour and its embedded server."""
