@@ -85,6 +85,10 @@ class HTTPTransport:
         if not url.host:
             raise InvalidURL(f"URL has no host: {url.redacted()!r}")
         validate_request_head(request.method, url.target, request.headers.raw_items())
+        # Routing is decided afresh for every hop: a redirect's copy of the
+        # previous hop's proxy target or credentials must never be sent.
+        request.extensions.pop("target", None)
+        request.extensions.pop("proxy_headers", None)
         origin: Origin = (url.scheme, url.host, url.port or 0, "")
         if not self.proxies.is_direct:
             origin = self._route(request, origin)
@@ -103,7 +107,8 @@ class HTTPTransport:
         else:
             via = f"tunnel {route.proxy.redacted()}"
             origin = (origin[0], origin[1], origin[2], via)
-        self.connector.routes.setdefault(via, route)
+        # Keyed by the whole origin: a tunnel's route carries its target.
+        self.connector.routes.setdefault(origin, route)
         return origin
 
     def get_pool_stats(self) -> dict[str, dict[str, int]]:

@@ -47,7 +47,7 @@ class Connector:
         self._dns = dns
         self._delay = happy_eyeballs_delay
         self.http2 = http2
-        self.routes: dict[str, Route] = {}
+        self.routes: dict[Origin, Route] = {}
 
     def may_multiplex(self, origin: Origin) -> bool:
         return self.http2 and origin[0] == "https"
@@ -58,8 +58,9 @@ class Connector:
         scheme, host, port, via = origin
         peer = origin_label(origin)
         if via:
-            transport, stream = await self._through_proxy(self.routes[via], peer, timeout)
-            ctx = self._ssl_context if self.routes[via].is_tunnel else None
+            route = self.routes[origin]
+            transport, stream = await self._through_proxy(route, peer, timeout)
+            ctx = self._ssl_context if route.is_tunnel else None
         else:
             ctx = self._ssl_context if scheme == "https" else None
             transport, stream = await open_connection(
@@ -100,7 +101,16 @@ class Connector:
                 happy_eyeballs_delay=self._delay,
             )
         except (ConnectError, ConnectTimeout, TLSError) as exc:
-            raise ProxyError(f"could not reach proxy {label}: {exc}") from None
+            raise ProxyError(f"could not reach proxy {label} ({type(exc).__name__}): "
+                             f"{str(exc).rpartition(': ')[2]}") from None
+        if route.proxy_tls and negotiated_alpn(transport) == "h2":
+            # The hop to a proxy speaks HTTP/1.1; a caller's ssl_context may
+            # have offered h2 to it.
+            stream.close()
+            raise ProxyError(
+                f"proxy {label} chose HTTP/2 by ALPN, but the hop to a proxy speaks "
+                "HTTP/1.1: give the client an ssl_context that offers only http/1.1"
+            )
         if not route.is_tunnel:
             return transport, stream
         try:
