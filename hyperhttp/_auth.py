@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
+from ._exceptions import StreamConsumed
 from ._models import Request, Response
 
 __all__ = [
@@ -413,8 +414,12 @@ class DigestAuth(Auth):
             if challenge is None:
                 self._forget(origin, used)
                 return
-            if not request.stream.is_replayable:
-                return  # the body is spent: the 401 is the answer
+            if not request.stream.is_replayable and request.stream.content_length != 0:
+                raise StreamConsumed(
+                    f"{request.url.host} asked for Digest authentication, which needs the "
+                    "request sent again, but its body is a single-use stream that was "
+                    "already sent; pass bytes or a file path so it can be sent again"
+                )
             if used is None or (not challenge.stale and not answered_fresh):
                 answered_fresh = True
             elif challenge.stale and not stale_retried:

@@ -95,6 +95,11 @@ class IterableBody:
     def is_replayable(self) -> bool:
         return False
 
+    @property
+    def has_started(self) -> bool:
+        """True once a pass over the body has begun."""
+        return self._consumed
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._consumed:
             raise StreamConsumed(
@@ -165,3 +170,11 @@ def encode_request_body(
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"json= value cannot be encoded as JSON: {exc}") from None
     return EMPTY_BODY
+
+
+async def close_body_iterator(chunks: AsyncIterator[bytes]) -> None:
+    """Close a pass over a body now (files it opened are closed at once,
+    not when the loop gets round to finalising an abandoned generator)."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -545,6 +545,12 @@ class MultipartEncoder:
         """True when every part can be read again (no open handles or async iterables)."""
         return not self._single_use
 
+    @property
+    def has_started(self) -> bool:
+        """True once a single-use part has been read, so the whole body can
+        no longer be produced again (a retry may still send it if not)."""
+        return any(src.used for _, src in self._single_use)
+
     def __repr__(self) -> str:
         return f"<MultipartEncoder parts={self._nparts} content_length={self._content_length}>"
 

@@ -22,9 +22,12 @@ import h11
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
+from .._content import close_body_iterator
 from .._exceptions import (
     LocalProtocolError,
     RemoteProtocolError,
+    TransportError,
+    WriteError,
 )
 from .._headers import Headers
 from .._models import Request, Response
@@ -95,8 +98,14 @@ class HTTP11Connection:
         reused = self.requests_served > 0
         self.requests_served += 1
         try:
-            await self._send_request(request, timeout)
-            event = await self._receive_head(timeout.read, reused)
+            try:
+                await self._send_request(request, timeout)
+            except WriteError as exc:
+                # The server may have answered already (413, 401) and stopped
+                # reading: that answer is more use to the caller than ours.
+                event = await self._early_response(timeout.read, exc)
+            else:
+                event = await self._receive_head(timeout.read, reused)
         except BaseException:
             self._close()
             self._finish()
@@ -142,18 +151,32 @@ class HTTP11Connection:
                 await stream.drain(timeout.write)
                 return
             stream.write(data or b"")
-            async for chunk in body:
-                if chunk:
-                    out = self._h11.send(h11.Data(data=chunk))
-                    if out:
-                        stream.write(out)
-                        await stream.drain(timeout.write)
+            chunks = aiter(body)
+            try:
+                async for chunk in chunks:
+                    if chunk:
+                        out = self._h11.send(h11.Data(data=chunk))
+                        if out:
+                            stream.write(out)
+                            await stream.drain(timeout.write)
+            finally:
+                await close_body_iterator(chunks)
             tail = self._h11.send(h11.EndOfMessage())
             if tail:
                 stream.write(tail)
             await stream.drain(timeout.write)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(f"request to {self.peer} is malformed: {exc}") from None
+
+    async def _early_response(self, read_timeout: float | None, exc: WriteError) -> h11.Response:
+        """A response head the server sent before it stopped reading our
+        body, or the write error when there is none."""
+        if not self._stream.has_buffered_data() and not self._h11.trailing_data[0]:
+            raise exc
+        try:
+            return await self._receive_head(read_timeout, reused=False)
+        except TransportError:
+            raise exc from None
 
     async def _receive_head(self, read_timeout: float | None, reused: bool) -> h11.Response:
         conn = self._h11

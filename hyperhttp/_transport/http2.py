@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import h2.events
@@ -59,6 +59,7 @@ import h2.settings
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
+from .._content import close_body_iterator
 from .._exceptions import (
     ConnectTimeout,
     HyperHTTPError,
@@ -319,9 +320,18 @@ class HTTP2Connection:
         return st
 
     async def _send_body(self, st: _Stream, request: Request, write_timeout: float | None) -> None:
+        chunks = aiter(request.stream)
+        try:
+            await self._send_chunks(st, chunks, write_timeout)
+        finally:
+            await close_body_iterator(chunks)
+
+    async def _send_chunks(
+        self, st: _Stream, chunks: AsyncIterator[bytes], write_timeout: float | None
+    ) -> None:
         h2c = self._h2
         sid = st.id
-        async for chunk in request.stream:
+        async for chunk in chunks:
             view = memoryview(chunk)
             while view:
                 if st.error is not None:
