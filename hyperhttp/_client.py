@@ -14,6 +14,7 @@ breaker and telemetry all see each retry, redirect and digest round trip.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import ssl
 import time
@@ -300,7 +301,9 @@ class Client:
             if auth is _UNSET and self.auth is None:
                 auth_obj = BasicAuth(request.url.username or "", request.url.password or "")
             request.url = request.url.without_credentials()
-        response = await self._send_handling_redirects(request, auth_obj, follow, policy)
+        response = await self._send_handling_redirects(
+            request, auth_obj, follow, policy, read_body=not stream
+        )
         if not stream:
             try:
                 await response.aread()
@@ -321,13 +324,14 @@ class Client:
         raise TypeError("retry= takes a RetryPolicy, True, False or None")
 
     async def _send_handling_redirects(
-        self, request: Request, auth: Auth | None, follow: bool, policy: RetryPolicy
+        self, request: Request, auth: Auth | None, follow: bool, policy: RetryPolicy,
+        *, read_body: bool = False,
     ) -> Response:
         history: list[Response] = []
         first_url = request.url
         while True:
             hop_auth = auth if same_origin(request.url, first_url) else None
-            response = await self._send_with_retries(request, hop_auth, policy)
+            response = await self._send_with_retries(request, hop_auth, policy, read_body)
             response.history = list(history)
             if not (follow and response.is_redirect):
                 return response
@@ -346,16 +350,26 @@ class Client:
             request = next_request
 
     async def _send_with_retries(
-        self, request: Request, auth: Auth | None, policy: RetryPolicy
+        self, request: Request, auth: Auth | None, policy: RetryPolicy, read_body: bool = False
     ) -> Response:
         state = policy.begin(request.method, request.url.redacted())
         while True:
             try:
-                response = await self._send_handling_auth(request, auth)
-            except (asyncio.CancelledError, CircuitBreakerOpen):
+                response = await self._send_handling_auth(request, auth, read_body)
+            except asyncio.CancelledError:
+                raise
+            except CircuitBreakerOpen as exc:
+                # Refused locally: never retried, but telemetry learns how
+                # the request ended (a "retry" may have been reported).
+                decision = policy.decide(state, exc, body_replayable=False)
+                record = dataclasses.replace(decision.record, outcome="fail", delay=None)
+                await emit(self.telemetry, record, "fail")
                 raise
             except Exception as exc:
-                decision = policy.decide(state, exc, body_replayable=request.stream.is_replayable)
+                replayable = request.stream.is_replayable or not getattr(
+                    request.stream, "has_started", True
+                )
+                decision = policy.decide(state, exc, body_replayable=replayable)
                 await emit(self.telemetry, decision.record, decision.outcome)
                 if not decision.retry or decision.next_state is None:
                     final = decision.error_to_raise(exc)
@@ -378,13 +392,15 @@ class Client:
             state = decision.next_state
             await asyncio.sleep(decision.delay)
 
-    async def _send_handling_auth(self, request: Request, auth: Auth | None) -> Response:
+    async def _send_handling_auth(
+        self, request: Request, auth: Auth | None, read_body: bool = False
+    ) -> Response:
         if auth is None:
-            return await self._attempt(request)
+            return await self._attempt(request, read_body)
         flow = auth.auth_flow(request)
         next_request = next(flow)
         while True:
-            response = await self._attempt(next_request)
+            response = await self._attempt(next_request, read_body)
             if getattr(auth, "requires_response_body", False):
                 await response.aread()
             try:
@@ -394,8 +410,9 @@ class Client:
             await response.aread()
             await response.aclose()
 
-    async def _attempt(self, request: Request) -> Response:
-        """One network attempt."""
+    async def _attempt(self, request: Request, read_body: bool = False) -> Response:
+        """One network attempt; with `read_body` reading the body is part of it,
+        so a connection lost mid-body is this attempt's failure (retry, breaker)."""
         breaker = self.circuit_breaker_manager
         gate = None
         if breaker is not None:
@@ -411,19 +428,23 @@ class Client:
             if gate is not None:
                 gate(exc)
             raise
-        if gate is not None:
-            gate(response.status_code)
         response.request = request
         response.max_size = self.max_response_size
         set_cookies = response.headers.get_list("set-cookie")
         if set_cookies:
             self.cookies.extract(request.url, set_cookies)
-        if self.event_hooks["response"]:
-            try:
+        try:
+            if self.event_hooks["response"]:
                 await _run_hooks(self.event_hooks["response"], response)
-            except BaseException:
-                await response.aclose()
-                raise
+            if read_body:
+                await response.aread()
+        except BaseException as exc:
+            await response.aclose()
+            if gate is not None:
+                gate(exc)
+            raise
+        if gate is not None:
+            gate(response.status_code)
         return response
 
     async def _breaker_gate(
