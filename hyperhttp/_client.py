@@ -18,16 +18,23 @@ import dataclasses
 import inspect
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from . import __version__
 from ._auth import Auth, BasicAuth, build_auth
 from ._config import Timeout, TimeoutTypes
+from ._content import BytesBody
 from ._cookies import CookieJar
 from ._decoders import accept_encoding
-from ._exceptions import CircuitBreakerOpen, InvalidURL, PoolClosed, TooManyRedirects
+from ._exceptions import (
+    CircuitBreakerOpen,
+    HyperHTTPError,
+    InvalidURL,
+    PoolClosed,
+    TooManyRedirects,
+)
 from ._headers import Headers, HeaderTypes
 from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
@@ -81,7 +88,7 @@ class Client:
         retry: RetryPolicy | None = None,
         circuit_breaker_manager: DomainCircuitBreakerManager | None = None,
         telemetry: ErrorTelemetry | None = None,
-        event_hooks: Mapping[str, list[Hook]] | None = None,
+        event_hooks: Mapping[str, Sequence[Hook]] | None = None,
         user_agent: str | None = None,
         max_response_size: int | None = None,
         coordinator: Any = None,
@@ -365,7 +372,9 @@ class Client:
                 record = dataclasses.replace(decision.record, outcome="fail", delay=None)
                 await emit(self.telemetry, record, "fail")
                 raise
-            except Exception as exc:
+            except HyperHTTPError as exc:
+                # Only hyperhttp's own failures go to the policy: anything
+                # else (a hook's or an auth flow's exception) is the caller's.
                 replayable = request.stream.is_replayable or not getattr(
                     request.stream, "has_started", True
                 )
@@ -397,7 +406,15 @@ class Client:
     ) -> Response:
         if auth is None:
             return await self._attempt(request, read_body)
-        flow = auth.auth_flow(request)
+        if auth.requires_request_body and not isinstance(request.stream, BytesBody):
+            data = b"".join([chunk async for chunk in request.stream])
+            request.replace_body(BytesBody(data, request.stream.content_type))
+        # The flow works on a copy: what it adds (Authorization, an API key
+        # header) must not ride along when the request is redirected.
+        flow = auth.auth_flow(
+            Request(request.method, request.url, headers=request.headers.copy(),
+                    stream=request.stream, extensions=request.extensions)
+        )
         next_request = next(flow)
         while True:
             response = await self._attempt(next_request, read_body)

@@ -75,8 +75,10 @@ class Request:
         elif length or self.method in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(length)
 
-    def replace_body(self, stream: RequestBody) -> None:
+    def replace_body(self, stream: RequestBody | bytes) -> None:
         """Swap the body (used by hooks and auth); body headers follow."""
+        if isinstance(stream, bytes):
+            stream = BytesBody(stream)
         self.stream = stream
         for name in ("content-length", "transfer-encoding"):
             if name in self.headers:
