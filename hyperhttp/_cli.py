@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="hyperhttp", description="Send HTTP requests with hyperhttp."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    coordinator = sub.add_parser(
+        "coordinator", help="start, stop or inspect a fleet coordinator"
+    )
+    from .shared._cli import add_arguments
+
+    add_arguments(coordinator)
     demo = sub.add_parser("demo", help="run the self-contained tour on loopback")
     demo.add_argument("--requests", type=int, default=200)
     demo.add_argument("--workers", type=int, default=4)
@@ -145,10 +151,29 @@ async def _run(args: argparse.Namespace) -> int:
         return 0 if response.status_code < 400 else 1
 
 
+def _coordinator(args: argparse.Namespace) -> int:
+    import hyperhttp
+
+    from .shared._cli import start_cli, status_cli, stop_cli
+
+    if args.action == "start":
+        return start_cli(args)
+    if args.action == "stop":
+        return stop_cli(args)
+    try:
+        print(status_cli(args))
+    except hyperhttp.CoordinatorError as exc:
+        print(f"hyperhttp coordinator: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import hyperhttp
 
+    if args.command == "coordinator":
+        return _coordinator(args)
     if args.command == "demo":
         from ._demo.tour import run
 
