@@ -359,6 +359,9 @@ class Client:
     async def _send_with_retries(
         self, request: Request, auth: Auth | None, policy: RetryPolicy, read_body: bool = False
     ) -> Response:
+        if policy is _NO_RETRY and self.telemetry is None:
+            # Nothing to decide and nobody to tell: skip the bookkeeping.
+            return await self._send_handling_auth(request, auth, read_body)
         state = policy.begin(request.method, request.url.redacted())
         while True:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -171,9 +172,29 @@ def stop_coordinator(address: str | os.PathLike[str] | RuntimePaths, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not lock_is_held(paths.lock):
+            _reap(pid, max(deadline - time.monotonic(), 0.1))
             return pid
         time.sleep(0.02)
     raise CoordinatorError(f"coordinator pid {pid} did not stop within {timeout}s")
+
+
+def _reap(pid: int, timeout: float) -> None:
+    """If this process started the coordinator `pid`, wait for it to exit:
+    its lock goes before the process does, and an unreaped child is a zombie."""
+    from ._launch import _DETACHED
+
+    for key, proc in list(_SPAWNED.items()):
+        if proc.pid == pid:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+            if proc.poll() is not None:
+                del _SPAWNED[key]
+    for proc in list(_DETACHED):
+        if proc.pid == pid:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+            if proc.poll() is not None:
+                _DETACHED.remove(proc)
 
 
 _ = Path
