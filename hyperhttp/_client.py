@@ -112,10 +112,8 @@ class Client:
         self.cookies = cookies if isinstance(cookies, CookieJar) else CookieJar(cookies)
         self.params = params
         self.auth: Auth | None = build_auth(auth)
-        if isinstance(timeout, Timeout):
-            self.timeout = timeout
-        else:
-            self.timeout = Timeout(timeout, connect=connect_timeout)
+        self.connect_timeout = connect_timeout
+        self.timeout = self._as_timeout(timeout)
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.retry = retry
@@ -195,6 +193,19 @@ class Client:
         return stats() if stats is not None else {}
 
     # --- building ----------------------------------------------------------------
+    def _as_timeout(self, value: TimeoutTypes) -> Timeout:
+        """A number bounds all four phases; `connect_timeout` is an upper
+        bound on connecting, so the connect phase gets the smaller of the
+        two. The same rule holds for the client default and per request. A
+        `Timeout` is taken as given."""
+        if isinstance(value, Timeout):
+            return value
+        cap = self.connect_timeout
+        if value is None:
+            return Timeout(None, connect=cap)
+        connect = value if cap is None else min(float(value), cap)
+        return Timeout(value, connect=connect)
+
     def _merge_url(self, url: str | URL) -> URL:
         target = URL(url)
         if target.is_relative:
@@ -233,10 +244,9 @@ class Client:
             method, full, headers=merged, content=content, data=data, files=files, json=json,
             extensions=dict(extensions or {}),
         )
-        timeout_value = self.timeout if timeout is _UNSET else timeout
-        if not isinstance(timeout_value, Timeout):
-            timeout_value = Timeout(timeout_value)
-        request.extensions["timeout"] = timeout_value
+        request.extensions["timeout"] = (
+            self.timeout if timeout is _UNSET else self._as_timeout(timeout)
+        )
         self._set_cookie_header(request, cookies)
         return request
 
