@@ -56,17 +56,26 @@ class Headers(MutableMapping[str, str]):
 
     # --- Mapping --------------------------------------------------------
     def __getitem__(self, key: str) -> str:
-        lk = key.lower()
-        values = [v for _, n, v in self._items if n == lk]
-        if not values:
+        value = self.get(key)
+        if value is None:
             raise KeyError(key)
-        return values[0] if len(values) == 1 else ", ".join(values)
+        return value
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
         lk = key.lower()
-        if any(n == lk for _, n, _v in self._items):
-            return self[key]
-        return default
+        found: str | None = None
+        more: list[str] | None = None
+        for _, n, v in self._items:
+            if n == lk:
+                if found is None:
+                    found = v
+                elif more is None:
+                    more = [found, v]
+                else:
+                    more.append(v)
+        if more is not None:
+            return ", ".join(more)
+        return default if found is None else found
 
     def __setitem__(self, key: str, value: str) -> None:
         lk = key.lower()
@@ -89,7 +98,10 @@ class Headers(MutableMapping[str, str]):
         if not isinstance(key, str):
             return False
         lk = key.lower()
-        return any(n == lk for _, n, _v in self._items)
+        for _, n, _v in self._items:  # noqa: SIM110 - a plain loop: any() + generator was a hot spot
+            if n == lk:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()

@@ -263,6 +263,19 @@ class Response:
 
     async def aread(self) -> bytes:
         """Read and return the whole body; safe to call again."""
+        if (
+            self._content is None
+            and not self.is_stream_consumed
+            and self.max_size is None
+            and "content-encoding" not in self.headers
+        ):
+            # The common case, without the generator layers of aiter_bytes.
+            self.is_stream_consumed = True
+            try:
+                chunks = [chunk async for chunk in self.stream]
+            finally:
+                await self.aclose()
+            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._content is None:
             chunks = [chunk async for chunk in self.aiter_bytes()]
             self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ._config import DEFAULT_TIMEOUT, Timeout
 from ._exceptions import InvalidURL
 from ._models import Request, Response
+from ._proto.h1 import request_framing
 from ._proto.http11 import validate_request_head
 from ._proxy import ProxyConfig
 from ._tls import create_ssl_context
@@ -84,7 +85,9 @@ class HTTPTransport:
             raise InvalidURL(f"unsupported URL scheme {url.scheme!r} in {url.redacted()!r}")
         if not url.host:
             raise InvalidURL(f"URL has no host: {url.redacted()!r}")
-        validate_request_head(request.method, url.target, request.headers.raw_items())
+        headers = request.headers.raw_items()
+        validate_request_head(request.method, url.target, headers)
+        request_framing(headers, request.stream.content_length)  # refuse bad framing here too
         # Routing is decided afresh for every hop: a redirect's copy of the
         # previous hop's proxy target or credentials must never be sent.
         request.extensions.pop("target", None)
@@ -101,7 +104,7 @@ class HTTPTransport:
             return origin
         if route.is_forward:
             via = f"forward {route.proxy.redacted()}"
-            request.extensions["target"] = route.request_target(request.url).encode("ascii")
+            request.extensions["target"] = route.request_target(request.url)
             request.extensions["proxy_headers"] = route.proxy_headers
             origin = ("http", route.proxy.host, route.proxy.port, via)
         else:

@@ -86,6 +86,12 @@ def _encode_host(host: str) -> str:
         raise InvalidURL(f"invalid international host name {host!r}") from None
 
 
+# Parsing (urlsplit, IDNA, quoting) costs tens of microseconds and services
+# ask for the same URLs over and over: remember the parts of recent strings.
+_PARSED: dict[str, tuple[Any, ...]] = {}
+_PARSED_MAX = 1024
+
+
 class URL:
     """An absolute or relative URL."""
 
@@ -114,7 +120,18 @@ class URL:
         else:
             if not isinstance(url, str):
                 raise TypeError(f"URL must be str or URL, not {type(url).__name__}")
-            self._parse(url)
+            parsed = _PARSED.get(url)
+            if parsed is None:
+                self._parse(url)
+                if len(_PARSED) >= _PARSED_MAX:
+                    _PARSED.pop(next(iter(_PARSED)))
+                _PARSED[url] = (
+                    self._scheme, self._username, self._password, self._host,
+                    self._port, self._path, self._query, self._fragment,
+                )
+            else:
+                (self._scheme, self._username, self._password, self._host,
+                 self._port, self._path, self._query, self._fragment) = parsed
         if params:
             extra = encode_params(params)
             if extra:

@@ -1,15 +1,21 @@
-"""One HTTP/1.1 connection: drives h11 over a SocketStream.
+"""One HTTP/1.1 connection: drives our own parser (`_proto/h1.py`) over a
+SocketStream.
 
 Life of a connection (the pool owns it between requests):
 
-    IDLE --handle_request--> ACTIVE --body read to the end, both sides DONE--> IDLE
+    IDLE --handle_request--> ACTIVE --body read to the end, reusable--> IDLE
                                |
-                               +--error, cancel, body abandoned, Connection: close--> CLOSED
+                               +--error, cancel, body abandoned, Connection: close,
+                                  bytes past the response--> CLOSED
 
 A connection is handed back to its pool exactly once per request, by
 `_finish()`, whichever way the request ends: the body read to the end, the
 response closed early, an exception or a cancellation. A response whose
 body was not read to the end is never reused.
+
+The request head was validated by the transport before a connection was
+taken (`validate_request_head`, `request_framing`), so nothing here can
+refuse a request after a connection was spent on it.
 """
 
 from __future__ import annotations
@@ -18,26 +24,30 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-import h11
-
 from .._backends.stream import SocketStream
 from .._config import Timeout
-from .._content import close_body_iterator
-from .._exceptions import (
-    LocalProtocolError,
-    RemoteProtocolError,
-    TransportError,
-    WriteError,
-)
+from .._content import BytesBody, close_body_iterator
+from .._exceptions import LocalProtocolError, RemoteProtocolError, TransportError, WriteError
 from .._headers import Headers
 from .._models import Request, Response
-from .._proto.http11 import check_response_head, new_client_connection
+from .._proto.h1 import (
+    CHUNKED_END,
+    NEED_DATA,
+    Head,
+    ResponseParser,
+    encode_chunk,
+    request_framing,
+    serialize_request_head,
+)
 from .signals import StaleConnection
 
 if TYPE_CHECKING:
     from .pool import Origin
 
 IDLE, ACTIVE, CLOSED = "IDLE", "ACTIVE", "CLOSED"
+
+# A body this small goes out in the same write as the head.
+_COALESCE = 64 * 1024
 
 
 class HTTP11Connection:
@@ -53,7 +63,7 @@ class HTTP11Connection:
         self.origin = origin
         self._stream = stream
         self._on_release = on_release
-        self._h11 = new_client_connection()
+        self._parser = ResponseParser(where=stream.peer)
         self._state = IDLE
         self._body_done = False
         self.idle_since = time.monotonic()
@@ -97,100 +107,111 @@ class HTTP11Connection:
         self._body_done = False
         reused = self.requests_served > 0
         self.requests_served += 1
+        self._parser.start(request.method)
         try:
             try:
                 await self._send_request(request, timeout)
             except WriteError as exc:
                 # The server may have answered already (413, 401) and stopped
                 # reading: that answer is more use to the caller than ours.
-                event = await self._early_response(timeout.read, exc)
+                head = await self._early_response(timeout.read, exc)
             else:
-                event = await self._receive_head(timeout.read, reused)
+                head = await self._receive_head(timeout.read, reused)
         except BaseException:
             self._close()
             self._finish()
             raise
-        headers = Headers.from_raw(
-            [(n.decode("latin-1"), n.decode("latin-1"), v.decode("latin-1"))
-             for n, v in event.headers]
-        )
-        return Response(
-            event.status_code,
-            headers=headers,
-            stream=_H11Body(self, timeout.read),
+        body = _H1Body(self, timeout.read)
+        response = Response(
+            head.status,
+            headers=Headers.from_raw(head.headers),
+            stream=body,
             request=request,
-            http_version="HTTP/1.1" if event.http_version == b"1.1" else "HTTP/1.0",
-            reason_phrase=event.reason.decode("latin-1", errors="replace"),
+            http_version=head.http_version,
+            reason_phrase=head.reason,
         )
+        body.response = response
+        return response
 
     async def _send_request(self, request: Request, timeout: Timeout) -> None:
-        # The head was validated by the transport before a connection was
-        # taken (validate_request_head), so these encodings cannot fail.
         url = request.url
-        method = request.method.encode("ascii")
-        target = url.target.encode("ascii")
-        raw_headers = [
-            (n.encode("latin-1"), v.encode("latin-1")) for n, _, v in request.headers.raw_items()
-        ]
-        if "host" not in request.headers:
-            raw_headers.insert(0, (b"Host", url.netloc.encode("ascii")))
+        headers = request.headers.raw_items()
+        target = url.target
         extensions = request.extensions
-        if "target" in extensions:
+        if "target" in extensions:  # forwarded through a proxy: absolute form
             target = extensions["target"]
-            raw_headers.extend(
-                (n.encode("latin-1"), v.encode("latin-1"))
-                for n, v in extensions.get("proxy_headers", ())
-            )
+            headers = headers + [(n, n.lower(), v) for n, v in extensions.get("proxy_headers", ())]
+        body = request.stream
+        length = request_framing(headers, body.content_length)
+        head = serialize_request_head(
+            request.method, target, headers, body_length=body.content_length, host=url.netloc
+        )
         stream = self._stream
-        try:
-            data = self._h11.send(h11.Request(method=method, target=target, headers=raw_headers))
-            body = request.stream
-            if body.content_length == 0:
-                tail = self._h11.send(h11.EndOfMessage())
-                stream.write((data or b"") + (tail or b""))
-                await stream.drain(timeout.write)
-                return
-            stream.write(data or b"")
-            chunks = aiter(body)
-            try:
-                async for chunk in chunks:
-                    if chunk:
-                        out = self._h11.send(h11.Data(data=chunk))
-                        if out:
-                            stream.write(out)
-                            await stream.drain(timeout.write)
-            finally:
-                await close_body_iterator(chunks)
-            tail = self._h11.send(h11.EndOfMessage())
-            if tail:
-                stream.write(tail)
-            await stream.drain(timeout.write)
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"request to {self.peer} is malformed: {exc}") from None
+        if length == 0:
+            stream.write(head)
+        elif isinstance(body, BytesBody) and length is not None and length <= _COALESCE:
+            self._check_length(len(body.data), length)
+            stream.write(head + body.data)
+        else:
+            stream.write(head)
+            await self._send_body(request, length, timeout.write)
+            return
+        await stream.drain(timeout.write)
 
-    async def _early_response(self, read_timeout: float | None, exc: WriteError) -> h11.Response:
+    async def _send_body(self, request: Request, length: int | None, write_timeout: float | None) -> None:
+        stream = self._stream
+        sent = 0
+        chunks = aiter(request.stream)
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if length is None:
+                    stream.writelines(encode_chunk(chunk))
+                else:
+                    sent += len(chunk)
+                    if sent > length:
+                        self._check_length(sent, length)
+                    stream.write(chunk)
+                await stream.drain(write_timeout)
+        finally:
+            await close_body_iterator(chunks)
+        if length is None:
+            stream.write(CHUNKED_END)
+        else:
+            self._check_length(sent, length)
+        await stream.drain(write_timeout)
+
+    def _check_length(self, sent: int, length: int) -> None:
+        if sent != length:
+            raise LocalProtocolError(
+                f"request body to {self.peer} is {'longer' if sent > length else 'shorter'} "
+                f"than its Content-Length ({sent} bytes sent, {length} declared)"
+            )
+
+    async def _early_response(self, read_timeout: float | None, exc: WriteError) -> Head:
         """A response head the server sent before it stopped reading our
         body, or the write error when there is none."""
-        if not self._stream.has_buffered_data() and not self._h11.trailing_data[0]:
+        if not self._stream.has_buffered_data():
             raise exc
         try:
             return await self._receive_head(read_timeout, reused=False)
         except TransportError:
             raise exc from None
 
-    async def _receive_head(self, read_timeout: float | None, reused: bool) -> h11.Response:
-        conn = self._h11
+    async def _receive_head(self, read_timeout: float | None, reused: bool) -> Head:
+        parser = self._parser
+        stream = self._stream
         got_bytes = False
         while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise RemoteProtocolError(
-                    f"malformed response from {self.peer}: {exc}"
-                ) from None
-            if event is h11.NEED_DATA:
-                data = await self._stream.read(read_timeout)
-                if not data and not got_bytes:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await stream.read(read_timeout)
+                if data:
+                    got_bytes = True
+                    parser.feed(data)
+                    continue
+                if not got_bytes:
                     if reused:
                         raise StaleConnection(
                             f"{self.peer} closed the kept-alive connection before responding"
@@ -198,64 +219,41 @@ class HTTP11Connection:
                     raise RemoteProtocolError(
                         f"{self.peer} closed the connection without sending a response"
                     )
-                got_bytes = got_bytes or bool(data)
-                conn.receive_data(data)
+                parser.feed_eof()
                 continue
-            if isinstance(event, h11.InformationalResponse):
-                check_response_head(event, self.peer)
-                continue
-            if isinstance(event, h11.Response):
-                check_response_head(event, self.peer)
+            if isinstance(event, Head):
                 return event
-            if isinstance(event, h11.ConnectionClosed):
-                if reused and not got_bytes:
-                    raise StaleConnection(
-                        f"{self.peer} closed the kept-alive connection before responding"
-                    )
-                raise RemoteProtocolError(
-                    f"{self.peer} closed the connection without sending a response"
-                )
             raise RemoteProtocolError(f"unexpected event from {self.peer}: {event!r}")
 
-    async def iter_body(self, read_timeout: float | None) -> AsyncIterator[bytes]:
-        conn = self._h11
+    async def iter_body(self, read_timeout: float | None, body: _H1Body) -> AsyncIterator[bytes]:
+        parser = self._parser
         stream = self._stream
         while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise RemoteProtocolError(
-                    f"malformed response body from {self.peer}: {exc}"
-                ) from None
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.read(read_timeout))
-            elif isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await stream.read(read_timeout)
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
+            elif type(event) is bytes:
+                yield event
+            else:
+                trailers = getattr(event, "trailers", None)
+                if trailers and body.response is not None:
+                    body.response.trailers = Headers.from_raw(trailers)
                 self._body_done = True
                 return
-            else:
-                raise RemoteProtocolError(
-                    f"{self.peer} closed the connection before the response body ended"
-                )
 
     # --- ending a request ---------------------------------------------------
     def response_closed(self) -> None:
         """The response is done with: reuse the connection if the exchange
-        ended cleanly, else close it; then give it back to the pool."""
+        ended cleanly (the parser says whether: Connection: close, a
+        close-delimited body, or bytes past the response all forbid it),
+        else close it; then give it back to the pool."""
         if self._state != ACTIVE:
             return
-        conn = self._h11
-        if (
-            self._body_done
-            and conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-            and not self._stream.is_closed
-            # Bytes the server sent past the end of its response, already in
-            # h11's buffer, would be read as the next response: never reuse.
-            and not conn.trailing_data[0]
-        ):
-            conn.start_next_cycle()
+        if self._body_done and self._parser.reusable and not self._stream.is_closed:
             self._state = IDLE
             self.idle_since = time.monotonic()
         else:
@@ -283,17 +281,18 @@ class HTTP11Connection:
         )
 
 
-class _H11Body:
+class _H1Body:
     """The response stream of one HTTP/1.1 exchange."""
 
-    __slots__ = ("_conn", "_read_timeout")
+    __slots__ = ("_conn", "_read_timeout", "response")
 
     def __init__(self, conn: HTTP11Connection, read_timeout: float | None) -> None:
         self._conn = conn
         self._read_timeout = read_timeout
+        self.response: Response | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._conn.iter_body(self._read_timeout)
+        return self._conn.iter_body(self._read_timeout, self)
 
     async def aclose(self) -> None:
         self._conn.response_closed()
