@@ -1,0 +1,161 @@
+"""The physical limit for a Python client: a minimal HTTP/1.1 client on
+`asyncio.BufferedProtocol`. Keep-alive, one request per connection at a time (no
+pipelining), Content-Length responses only, bodies counted and dropped, no
+header parsing beyond the status and Content-Length. Anything a real client
+does beyond this is overhead the ratios to "raw" make visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import cast
+from urllib.parse import urlsplit
+
+
+class _Conn(asyncio.BufferedProtocol):
+    """Reads into one preallocated buffer: no allocation per chunk received."""
+
+    def __init__(self) -> None:
+        self.buffer = memoryview(bytearray(1024 * 1024))
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.need = -1  # body bytes still expected; -1 while reading the head
+        self.got = 0
+        self.waiter: asyncio.Future[int] | None = None
+        self.writable: asyncio.Future[None] | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.need < 0:
+            self.head += self.buffer[:nbytes]
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.head[:end]).lower()
+            extra = len(self.head) - end - 4
+            self.head.clear()
+            idx = head.find(b"\r\ncontent-length:")
+            if idx < 0:
+                self._done(ValueError("raw client needs Content-Length"))
+                return
+            line_end = head.find(b"\r\n", idx + 2)
+            value = head[idx + 17:line_end if line_end > 0 else len(head)]
+            self.need = int(value) - extra
+            self.got = extra
+        else:
+            self.need -= nbytes
+            self.got += nbytes
+        if self.need == 0:
+            self.need = -1
+            self._done(None)
+
+    def _done(self, exc: BaseException | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(self.got)
+            else:
+                waiter.set_exception(exc)
+
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("connection closed")
+        self._done(self.lost)
+        self.resume_writing()
+
+    async def roundtrip(self, request: bytes) -> int:
+        if self.lost is not None or self.transport is None:
+            raise ConnectionResetError("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.waiter
+
+
+class RawClient:
+    """A tiny pool of `_Conn`s to one host; same driver shape as the others."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError("the raw client speaks cleartext HTTP/1.1 only")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.idle: list[_Conn] = []
+        self.all: list[_Conn] = []
+        self.requests: dict[str, bytes] = {}
+
+    async def _acquire(self) -> _Conn:
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.lost is None:
+                return conn
+        _, proto = await asyncio.get_running_loop().create_connection(
+            _Conn, self.host, self.port
+        )
+        self.all.append(proto)
+        return proto
+
+    def _request(self, path: str) -> bytes:
+        req = self.requests.get(path)
+        if req is None:
+            req = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                   "User-Agent: raw\r\nAccept: */*\r\n\r\n").encode()
+            self.requests[path] = req
+        return req
+
+    async def get(self, url: str) -> int:
+        path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+        conn = await self._acquire()
+        n = await conn.roundtrip(self._request("/" + path))
+        self.idle.append(conn)
+        return n
+
+    download = get
+
+    async def upload(self, url: str, path: str, chunk: int = 1024 * 1024) -> int:
+        """POST the file at `path` as multipart/form-data with Content-Length."""
+        target = "/" + url.split("/", 3)[3]
+        boundary = "rawboundary7b4e1c0f"
+        pre = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+               f"filename=\"{os.path.basename(path)}\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        post = f"\r\n--{boundary}--\r\n".encode()
+        length = len(pre) + os.path.getsize(path) + len(post)
+        head = (f"POST {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+        conn = await self._acquire()
+        assert conn.transport is not None
+        conn.waiter = asyncio.get_running_loop().create_future()
+        conn.transport.write(head + pre)
+        with open(path, "rb", buffering=0) as fh:
+            while data := fh.read(chunk):
+                if conn.writable is not None:
+                    await conn.writable
+                if conn.lost is not None:
+                    raise conn.lost
+                conn.transport.write(data)
+        conn.transport.write(post)
+        await conn.waiter
+        self.idle.append(conn)
+        return 200
+
+    async def aclose(self) -> None:
+        for conn in self.all:
+            if conn.transport is not None:
+                conn.transport.close()

@@ -1,0 +1,188 @@
+"""Turn raw run records into medians, ratios and the Markdown report."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from _scenarios import CLIENT_BY_NAME, SCENARIO_BY_NAME, Scenario
+
+Record = dict[str, Any]
+
+
+def rate(sc: Scenario, rec: Record) -> float:
+    """req/s for tiny bodies, MB/s (10^6 bytes) for transfers."""
+    if rec["elapsed"] <= 0:
+        return 0.0
+    elapsed = float(rec["elapsed"])
+    if sc.kind == "tiny":
+        return float(rec["ops"]) / elapsed
+    return float(rec["bytes"]) / elapsed / 1e6
+
+
+def summarize(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario, one row per (client, loop): medians over the ok repeats."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        out.setdefault(rec["scenario"], [])
+    for name, rows in out.items():
+        sc = SCENARIO_BY_NAME[name]
+        keys: list[tuple[str, str]] = []
+        for rec in records:
+            key = (rec["client"], rec["loop"])
+            if rec["scenario"] == name and key not in keys:
+                keys.append(key)
+        for client, loop in keys:
+            runs = [r for r in records
+                    if r["scenario"] == name and r["client"] == client and r["loop"] == loop]
+            ok = [r for r in runs if r.get("ok")]
+            row: dict[str, Any] = {"client": client, "loop": loop, "runs": len(runs),
+                                   "ok": len(ok), "role": CLIENT_BY_NAME[client].role}
+            if ok:
+                row["rate"] = statistics.median(rate(sc, r) for r in ok)
+                row["rates"] = [round(rate(sc, r), 2) for r in ok]
+                # (max - min) / median: how far to trust this row's ratios
+                row["spread"] = (max(row["rates"]) - min(row["rates"])) / row["rate"] \
+                    if row["rate"] else 0.0
+                row["cpu_per_op"] = statistics.median(r["cpu"] / max(r["ops"], 1) for r in ok)
+                row["cpu_pct"] = statistics.median(100 * r["cpu"] / r["elapsed"] for r in ok)
+                row["rss_mib"] = statistics.median(r["maxrss_kb"] / 1024 for r in ok)
+                conns = [r["server_conns"] for r in ok if r.get("server_conns") is not None]
+                row["conns"] = statistics.median(conns) if conns else None
+                row["cpu_whole_run"] = bool(ok[0].get("cpu_whole_run"))
+            else:
+                row["error"] = runs[-1].get("error", "failed") if runs else "not run"
+            rows.append(row)
+        _ratios(rows)
+    return out
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    """x best peer and x raw, each against rows on the same loop."""
+    for row in rows:
+        loop = row["loop"]
+        peers = [r for r in rows if r["role"] == "peer" and r["loop"] == loop and "rate" in r]
+        raw = [r for r in rows if r["role"] == "raw" and r["loop"] == loop and "rate" in r]
+        if "rate" not in row or row["role"] == "ceiling":
+            continue
+        if peers:
+            best = max(peers, key=lambda r: r["rate"])
+            row["best_peer"] = best["client"]
+            row["x_best_peer"] = row["rate"] / best["rate"] if best["rate"] else None
+        if raw and raw[0]["rate"]:
+            row["x_raw"] = row["rate"] / raw[0]["rate"]
+
+
+def _fmt_cpu(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _fmt_rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def scenario_table(sc: Scenario, rows: list[dict[str, Any]]) -> str:
+    head = (f"| client | loop | {sc.unit} | x best peer | x raw | CPU/req | CPU % "
+            "| peak RSS MiB | server conns | ok/runs | spread |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        name = f"**{r['client']}**" if r["role"] == "ours" else r["client"]
+        if r["role"] == "ceiling":
+            name += " (ceiling)"
+        if "rate" not in r:
+            err = str(r.get("error", "")).replace("|", "/").replace("\n", " ")[:140]
+            lines.append(f"| {name} | {r['loop']} | error | | | | | | | {r['ok']}/{r['runs']} | |"
+                         f"\n| | | `{err}` | | | | | | | | |")
+            continue
+        cpu = _fmt_cpu(r["cpu_per_op"]) + ("¹" if r["cpu_whole_run"] else "")
+        conns = "—" if r.get("conns") is None else f"{r['conns']:.0f}"
+        lines.append(
+            f"| {name} | {r['loop']} | {_fmt_rate(r['rate'])} | {_x(r.get('x_best_peer'))} "
+            f"| {_x(r.get('x_raw'))} | {cpu} | {r['cpu_pct']:.0f} | {r['rss_mib']:.0f} "
+            f"| {conns} | {r['ok']}/{r['runs']} | {100 * r['spread']:.0f}% |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def headline(summary: dict[str, list[dict[str, Any]]]) -> str:
+    """One line per scenario and loop: ours against the best peer and raw."""
+    out = ["| scenario | loop | hyperhttp | best peer | hyperhttp ÷ best peer "
+           "| hyperhttp ÷ raw | raw ÷ ceiling | CPU/req ÷ leanest peer's |",
+           "|---|---|---:|---|---:|---:|---:|---:|"]
+    for name, rows in summary.items():
+        sc = SCENARIO_BY_NAME[name]
+        ceiling = next((r for r in rows if r["role"] == "ceiling" and "rate" in r), None)
+        for loop in ("asyncio", "uvloop"):
+            ours = next((r for r in rows if r["role"] == "ours" and r["loop"] == loop), None)
+            raw = next((r for r in rows if r["role"] == "raw" and r["loop"] == loop
+                        and "rate" in r), None)
+            peers = [r for r in rows if r["role"] == "peer" and r["loop"] == loop and "rate" in r]
+            if ours is None:
+                continue
+            best = max(peers, key=lambda r: r["rate"]) if peers else None
+            ours_s = f"{_fmt_rate(ours['rate'])} {sc.unit}" if "rate" in ours else "error"
+            best_s = f"{best['client']} {_fmt_rate(best['rate'])}" if best else "—"
+            raw_ceiling = (raw["rate"] / ceiling["rate"]) if raw and ceiling else None
+            # CPU per request barely depends on how much CPU the run was given,
+            # so it is the steadier comparison on a shared machine.
+            lean = min((r["cpu_per_op"] for r in peers), default=None)
+            cpu_x = ours["cpu_per_op"] / lean if lean and "rate" in ours else None
+            out.append(f"| {name} | {loop} | {ours_s} | {best_s} | {_x(ours.get('x_best_peer'))} "
+                       f"| {_x(ours.get('x_raw'))} | {_x(raw_ceiling)} | {_x(cpu_x)} |")
+    return "\n".join(out) + "\n"
+
+
+def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> str:
+    parts = [f"# Benchmark results\n\nLatest run: {meta['date']} (`{meta['command']}`, "
+             f"{meta['mode']} mode: {meta['repeats']} interleaved repeats, medians; "
+             f"{meta['duration']} s per tiny-body run after {meta['warmup']} s warm-up; "
+             f"upload of {meta['upload_mib']} MiB).\n",
+             "These machines are noisy and shared: quote the ratios, not the absolute "
+             "numbers.\n",
+             "## Machine\n"]
+    for key, value in meta["machine"].items():
+        parts.append(f"- {key}: {value}")
+    parts.append("\n## Versions\n")
+    for key, value in meta["versions"].items():
+        parts.append(f"- {key}: {value}")
+    parts.append("\n## Headline ratios\n")
+    parts.append(headline(summary))
+    notes = [*meta.get("notes", []),
+             "raw ÷ ceiling above 1 (downloads, upload) means the native tool, "
+             "single-threaded h2load, is not a ceiling for large transfers here; "
+             "for tiny bodies wrk/h2load are the server's limit.",
+             "Other sessions share this 2-core machine: check the spread column "
+             "before reading a ratio, and rerun a scenario with more --repeats to "
+             "settle one. CPU/req ÷ leanest peer's (lower is better) depends little "
+             "on contention and is the steadier number when spreads are wide."]
+    for note in notes:
+        parts.append(f"- {note}")
+    parts.append("\n## Tables\n")
+    parts.append("Rates are medians over the repeats. x best peer: this row ÷ the fastest "
+                 "of aiohttp, httpx, niquests, hyperhttp-2.1.0 on the same loop. x raw: this "
+                 "row ÷ the raw asyncio.Protocol client on the same loop (HTTP/1.1 only). "
+                 "CPU/req: client process CPU (user+system) in the measured window ÷ "
+                 "requests; ¹ = whole run of a native tool, warm-up included. Server conns: "
+                 "connections nginx (or the upload sink) accepted during the run, warm-up "
+                 "included. Spread: (max - min) / median over the repeats; a ratio between "
+                 "rows is only meaningful beyond it.\n")
+    for name, rows in summary.items():
+        sc = SCENARIO_BY_NAME[name]
+        parts.append(f"### {name}: {sc.description}\n")
+        parts.append(scenario_table(sc, rows))
+    parts.append("## Reproduce\n")
+    parts.append("```\npip install -e .            # our hyperhttp\n"
+                 "python bench/run.py          # full run; installs nginx, wrk, h2load, "
+                 "niquests and hyperhttp 2.1.0 when missing\n"
+                 "python bench/run.py --quick  # ~2 minute smoke run\n```\n"
+                 "See bench/README.md for options. Raw per-run JSON: bench/results/.\n")
+    return "\n".join(parts)
