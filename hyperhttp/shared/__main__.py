@@ -50,6 +50,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for re-declared leases before granting")
     parser.add_argument("--exit-when-idle", type=float, default=None,
                         help="exit after this many seconds without workers")
+    parser.add_argument("--backend", default=None,
+                        help="redis://host:port/db: share the caps and breakers with the "
+                             "coordinators of other hosts (needs the 'redis' extra)")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -61,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         dns_ttl=args.dns_ttl,
         grace=args.grace,
         exit_when_idle=args.exit_when_idle,
+        backend=getattr(args, "backend", None),
     )
 
 
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = CoordinatorServer(config_from_args(args))
         server.open()
-    except (CoordinatorError, OSError) as exc:
+    except (CoordinatorError, OSError, ValueError, ImportError) as exc:
         _report(ready_fd, f"error {exc}")
         print(f"hyperhttp coordinator: {exc}", file=sys.stderr)
         return 3

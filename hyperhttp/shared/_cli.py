@@ -38,6 +38,7 @@ def start_cli(args: argparse.Namespace) -> int:
             args.name, max_connections=args.max_connections,
             max_connections_per_host=args.max_connections_per_host, dns_ttl=args.dns_ttl,
             runtime_dir=args.runtime_dir, socket_path=args.socket, detach=True,
+            backend=getattr(args, "backend", None),
         ).detach()
     except CoordinatorError as exc:
         print(f"hyperhttp coordinator: {exc}")

@@ -36,6 +36,7 @@ def coordinator_command(
     dns_ttl: float,
     exit_when_idle: float | None = None,
     ready_fd: int | None = None,
+    backend: str | None = None,
 ) -> list[str]:
     """The argv that runs a coordinator in the foreground."""
     cmd = [
@@ -49,6 +50,8 @@ def coordinator_command(
         cmd += ["--exit-when-idle", repr(float(exit_when_idle))]
     if ready_fd is not None:
         cmd += ["--ready-fd", str(ready_fd)]
+    if backend is not None:
+        cmd += ["--backend", backend]
     return cmd
 
 
@@ -105,6 +108,7 @@ class Coordinator:
         socket_path: str | os.PathLike[str] | None = None,
         timeout: float = READY_TIMEOUT,
         detach: bool = False,
+        backend: str | None = None,
     ) -> Coordinator:
         """Start a coordinator in a background process and return once it serves.
 
@@ -113,7 +117,10 @@ class Coordinator:
         bounds how long a shared DNS answer lives. One coordinator runs per
         name (or runtime directory) per user; launching a second raises
         `CoordinatorError`. `detach` puts it in its own session (it survives
-        the launcher's terminal).
+        the launcher's terminal). `backend` ("redis://host:6379/0") shares the
+        caps and breakers with the coordinators of other hosts through Redis
+        (see docs/fleet-multihost.md); this coordinator still serves only
+        the workers of its own host.
         """
         check_name(name)
         for value, label in ((max_connections, "max_connections"),
@@ -128,6 +135,7 @@ class Coordinator:
             cmd = coordinator_command(
                 paths, max_connections=max_connections,
                 max_connections_per_host=max_connections_per_host, dns_ttl=dns_ttl, ready_fd=w,
+                backend=backend,
             )
             proc = subprocess.Popen(
                 # stderr is inherited: the coordinator's log goes where the launcher's goes.

@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .._exceptions import CoordinatorError
 from ..errors.circuit_breaker import BreakerConfig
@@ -65,6 +65,9 @@ from ._runtime import RuntimePaths, ensure_private_dir, take_lock
 from ._state import DnsReply, FleetBreakers, FleetDNS
 from ._table import TABLE_SIZE, TableWriter
 
+if TYPE_CHECKING:
+    from ._redis import RedisFleet
+
 __all__ = ["CoordinatorServer", "ServerConfig"]
 
 log = logging.getLogger("hyperhttp.shared.coordinator")
@@ -85,6 +88,7 @@ class ServerConfig:
     heartbeat_interval: float = 0.25
     exit_when_idle: float | None = None
     handshake_timeout: float = 2.0
+    backend: str | None = None  # "redis://...": fleet caps and breakers shared across hosts
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -157,6 +161,12 @@ class CoordinatorServer:
         )
         self.breakers = FleetBreakers()
         self.dns = FleetDNS(dns_ttl=config.dns_ttl)
+        self.remote: RedisFleet | None = None
+        if config.backend:
+            from ._redis import RedisFleet
+
+            self.remote = RedisFleet(self, config.backend)
+            self.leases, self.breakers = self.remote.table, self.remote.breakers
         self._channels: dict[int, _Channel] = {}
         self._next_conn = 1
         self._started = clock()
@@ -244,6 +254,7 @@ class CoordinatorServer:
                 loop.add_signal_handler(sig, self.stop)
         accept = loop.create_task(self._accept_loop())
         ticker = loop.create_task(self._tick_loop())
+        fleet = loop.create_task(self.remote.run()) if self.remote is not None else None
         if ready is not None:
             ready(self.address)
         log.info("coordinator %s ready (pid %s)", self.address, os.getpid())
@@ -252,7 +263,13 @@ class CoordinatorServer:
         finally:
             accept.cancel()
             ticker.cancel()
-            await asyncio.gather(accept, ticker, return_exceptions=True)
+            tasks = [accept, ticker]
+            if fleet is not None:
+                fleet.cancel()
+                tasks.append(fleet)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.remote is not None:
+                await self.remote.aclose()
             self.close()
 
     def stop(self) -> None:
@@ -373,6 +390,9 @@ class CoordinatorServer:
             config = _breaker_config(msg.failure_threshold, msg.recovery_timeout,
                                      msg.success_threshold)
             _check_origin(msg.key)
+            if self.remote is not None:
+                self.remote.probe(ch, msg, config)
+                return
             granted = self.breakers.acquire_probe(conn, msg.key, config, now)
             ch.send(ProbeReply(msg.req, granted))
             self._publish_breaker(msg.key, now)
@@ -412,6 +432,8 @@ class CoordinatorServer:
             ch = self._channels.get(conn)
             if ch is not None:
                 ch.send(Granted(req))
+        if self.remote is not None:
+            self.remote.poke()
         self._plan_sheds()
 
     def _plan_sheds(self) -> None:
@@ -493,6 +515,7 @@ class CoordinatorServer:
             "workers": workers,
             "breakers": self.breakers.snapshot(now),
             "dns": self.dns.snapshot(now),
+            **({"backend": self.remote.status()} if self.remote is not None else {}),
         }
 
 
