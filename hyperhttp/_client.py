@@ -25,7 +25,7 @@ from typing import Any
 from . import __version__
 from ._auth import Auth, BasicAuth, build_auth
 from ._config import Timeout, TimeoutTypes
-from ._content import BytesBody
+from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
 from ._cookies import CookieJar
 from ._decoders import accept_encoding
 from ._exceptions import (
@@ -39,7 +39,7 @@ from ._headers import Headers, HeaderTypes
 from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
 from ._transports import AsyncBaseTransport, HTTPTransport
-from ._urls import URL, QueryParams
+from ._urls import URL, QueryParams, shared_url
 from .errors.circuit_breaker import DomainCircuitBreakerManager, Verdict, verdict_for
 from .errors.retry import RetryPolicy
 from .errors.telemetry import ErrorTelemetry, emit
@@ -207,7 +207,8 @@ class Client:
         return Timeout(value, connect=connect)
 
     def _merge_url(self, url: str | URL) -> URL:
-        target = URL(url)
+        # URLs are immutable: a string seen before maps to a shared object.
+        target = shared_url(url) if type(url) is str else URL(url)
         if target.is_relative:
             if self.base_url is None:
                 raise InvalidURL(f"relative URL {str(target)!r} needs a client base_url")
@@ -240,17 +241,22 @@ class Client:
         merged = self.headers.copy()
         if headers:
             merged.update(headers)
-        request = Request(
-            method, full, headers=merged, content=content, data=data, files=files, json=json,
-            extensions=dict(extensions or {}),
-        )
-        request.extensions["timeout"] = (
-            self.timeout if timeout is _UNSET else self._as_timeout(timeout)
+        body: RequestBody
+        if content is None and data is None and files is None and json is None:
+            body = EMPTY_BODY
+        else:
+            body = encode_request_body(content=content, data=data, files=files, json=json)
+        ext = dict(extensions) if extensions else {}
+        ext["timeout"] = self.timeout if timeout is _UNSET else self._as_timeout(timeout)
+        request = Request._build(
+            method.upper() if isinstance(method, str) else method, full, merged, body, ext
         )
         self._set_cookie_header(request, cookies)
         return request
 
     def _set_cookie_header(self, request: Request, extra: Mapping[str, str] | None) -> None:
+        if not extra and not self.cookies.may_have_cookies():
+            return  # nothing to send: skip the header scan
         if "cookie" in request.headers:
             return  # written by the caller: sent as is
         value = self.cookies.cookie_header(request.url, extra)
@@ -262,9 +268,11 @@ class Client:
     async def request(self, method: str, url: str | URL, **kwargs: Any) -> Response:
         """Send a request and read its body; the connection is back in the
         pool when this returns."""
-        send_args = _pop_send_args(kwargs)
-        request = self.build_request(method, url, **kwargs)
-        return await self.send(request, stream=False, **send_args)
+        if kwargs:
+            send_args = _pop_send_args(kwargs)
+            request = self.build_request(method, url, **kwargs)
+            return await self.send(request, stream=False, **send_args)
+        return await self.send(self.build_request(method, url), stream=False)
 
     @asynccontextmanager
     async def stream(self, method: str, url: str | URL, **kwargs: Any) -> AsyncIterator[Response]:
@@ -321,7 +329,7 @@ class Client:
         response = await self._send_handling_redirects(
             request, auth_obj, follow, policy, read_body=not stream
         )
-        if not stream:
+        if not stream and response._content is None:
             try:
                 await response.aread()
             except BaseException:
@@ -346,10 +354,17 @@ class Client:
     ) -> Response:
         history: list[Response] = []
         first_url = request.url
+        plain = policy is _NO_RETRY and self.telemetry is None
         while True:
-            hop_auth = auth if same_origin(request.url, first_url) else None
-            response = await self._send_with_retries(request, hop_auth, policy, read_body)
-            response.history = list(history)
+            url = request.url
+            hop_auth = auth if url is first_url or same_origin(url, first_url) else None
+            if plain and hop_auth is None:
+                # No retries, telemetry or auth: straight to the attempt.
+                response = await self._attempt(request, read_body)
+            else:
+                response = await self._send_with_retries(request, hop_auth, policy, read_body)
+            if history:
+                response.history = list(history)
             if not (follow and response.is_redirect):
                 return response
             if len(history) >= self.max_redirects:
@@ -448,9 +463,10 @@ class Client:
         if breaker is not None:
             url = request.url
             gate = await self._breaker_gate(breaker, breaker.key_for(url.host, url.port or 0))
+        hooks = self.event_hooks
         try:
-            if self.event_hooks["request"]:
-                await _run_hooks(self.event_hooks["request"], request)
+            if hooks["request"]:
+                await _run_hooks(hooks["request"], request)
             started = time.perf_counter()
             response = await self._transport.handle_async_request(request)
             response._started = started
@@ -458,14 +474,14 @@ class Client:
             if gate is not None:
                 gate(exc)
             raise
-        response.request = request
+        response._request = request
         response.max_size = self.max_response_size
         set_cookies = response.headers.get_list("set-cookie")
         if set_cookies:
             self.cookies.extract(request.url, set_cookies)
         try:
-            if self.event_hooks["response"]:
-                await _run_hooks(self.event_hooks["response"], response)
+            if hooks["response"]:
+                await _run_hooks(hooks["response"], response)
             if read_body:
                 await response.aread()
         except BaseException as exc:

@@ -529,5 +529,10 @@ class CookieJar:
     def __bool__(self) -> bool:
         return len(self) > 0
 
+    def may_have_cookies(self) -> bool:
+        """False only when the jar is certainly empty; cheaper than
+        `bool(jar)`, which first purges expired cookies."""
+        return bool(self._domains)
+
     def __repr__(self) -> str:
         return f"<CookieJar cookies={self._total} domains={len(self._domains)}>"

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._content import BytesBody, RequestBody, encode_request_body
+from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
 from ._decoders import make_decoder
 from ._exceptions import (
     DecodingError,
@@ -27,8 +27,14 @@ from ._exceptions import (
 from ._headers import Headers, HeaderTypes
 from ._urls import URL, QueryParams
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
 
 class ResponseStream(Protocol):
+    """A response body as a transport delivers it. A stream may also offer
+    `async read_all() -> bytes` (the whole body in one call, no iterator);
+    `Response.aread()` uses it when present."""
+
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
@@ -62,6 +68,29 @@ class Request:
         self.stream: RequestBody = stream
         self._set_body_headers()
 
+    @classmethod
+    def _build(
+        cls,
+        method: str,
+        url: URL,
+        headers: Headers,
+        stream: RequestBody,
+        extensions: dict[str, Any],
+    ) -> Request:
+        """A request from parts the Client made for it alone: `headers` and
+        `extensions` are adopted, not copied; `method` is upper case."""
+        self = cls.__new__(cls)
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.extensions = extensions
+        self.stream = stream
+        if stream is not EMPTY_BODY or method in _BODY_METHODS:
+            self._set_body_headers()
+        # else: no body, no Content-Type, and a method that does not need
+        # `Content-Length: 0`: nothing to add.
+        return self
+
     def _set_body_headers(self) -> None:
         body = self.stream
         headers = self.headers
@@ -72,7 +101,7 @@ class Request:
             return
         if length is None:
             headers["Transfer-Encoding"] = "chunked"
-        elif length or self.method in ("POST", "PUT", "PATCH"):
+        elif length or self.method in _BODY_METHODS:
             headers["Content-Length"] = str(length)
 
     def replace_body(self, stream: RequestBody | bytes) -> None:
@@ -122,6 +151,18 @@ class Response:
     methods or `aread()`.
     """
 
+    # Defaults shared by every instance until one is assigned: a response
+    # off the wire sets only what it has (see `_from_wire`).
+    max_size: int | None = None
+    is_closed = False
+    is_stream_consumed = False
+    _content: bytes | None = None
+    _text: str | None = None
+    _ended: float | None = None
+    _history: list[Response] | None = None
+    _trailers: Headers | None = None
+    _extensions: dict[str, Any] | None = None
+
     def __init__(
         self,
         status_code: int,
@@ -140,17 +181,10 @@ class Response:
         self.headers = Headers(headers)
         self.http_version = http_version
         self.reason_phrase = reason_phrase
-        self.extensions: dict[str, Any] = extensions if extensions is not None else {}
-        self.history: list[Response] = []
-        self.trailers = Headers()
-        self.max_size: int | None = None
+        if extensions is not None:
+            self._extensions = extensions
         self._request = request
-        self._content: bytes | None = None  # set below for in-memory bodies
-        self._text: str | None = None
         self._started = time.perf_counter()
-        self._elapsed: datetime.timedelta | None = None
-        self.is_closed = False
-        self.is_stream_consumed = False
         if stream is None:
             body = b""
             if content is not None:
@@ -166,6 +200,63 @@ class Response:
             stream = _ByteStream(body)
             self._content = body
         self.stream: ResponseStream = stream
+
+    @classmethod
+    def _from_wire(
+        cls,
+        status_code: int,
+        headers: Headers,
+        stream: ResponseStream,
+        request: Request | None,
+        http_version: str,
+        reason_phrase: str,
+    ) -> Response:
+        """A response as a transport builds it: `headers` is adopted, not
+        copied (the transport made it for this response alone)."""
+        self = cls.__new__(cls)
+        self.status_code = status_code
+        self.headers = headers
+        self.http_version = http_version
+        self.reason_phrase = reason_phrase
+        self._request = request
+        self._started = time.perf_counter()
+        self.stream = stream
+        return self
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        ext = self._extensions
+        if ext is None:
+            ext = self._extensions = {}
+        return ext
+
+    @extensions.setter
+    def extensions(self, value: dict[str, Any]) -> None:
+        self._extensions = value
+
+    @property
+    def history(self) -> list[Response]:
+        """The redirect responses that led here, oldest first."""
+        history = self._history
+        if history is None:
+            history = self._history = []
+        return history
+
+    @history.setter
+    def history(self, value: list[Response]) -> None:
+        self._history = value
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailer fields of a chunked (HTTP/1.1) or HTTP/2 body, once read."""
+        trailers = self._trailers
+        if trailers is None:
+            trailers = self._trailers = Headers()
+        return trailers
+
+    @trailers.setter
+    def trailers(self, value: Headers) -> None:
+        self._trailers = value
 
     # --- metadata --------------------------------------------------------
     @property
@@ -185,9 +276,10 @@ class Response:
     @property
     def elapsed(self) -> datetime.timedelta:
         """Time from sending the request until the body was read (or now)."""
-        if self._elapsed is not None:
-            return self._elapsed
-        return datetime.timedelta(seconds=time.perf_counter() - self._started)
+        ended = self._ended
+        if ended is None:
+            ended = time.perf_counter()
+        return datetime.timedelta(seconds=ended - self._started)
 
     @property
     def is_informational(self) -> bool:
@@ -263,23 +355,35 @@ class Response:
 
     async def aread(self) -> bytes:
         """Read and return the whole body; safe to call again."""
+        content = self._content
+        if content is not None:
+            return content
         if (
-            self._content is None
-            and not self.is_stream_consumed
+            not self.is_stream_consumed
             and self.max_size is None
             and "content-encoding" not in self.headers
         ):
-            # The common case, without the generator layers of aiter_bytes.
+            # The common case, without the generator layers of aiter_bytes;
+            # a transport's stream may read the whole body in one call.
             self.is_stream_consumed = True
+            stream = self.stream
+            read_all = getattr(stream, "read_all", None)
             try:
-                chunks = [chunk async for chunk in self.stream]
+                if read_all is not None:
+                    content = await read_all()
+                else:
+                    chunks = [chunk async for chunk in stream]
+                    content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             finally:
-                await self.aclose()
-            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if self._content is None:
-            chunks = [chunk async for chunk in self.aiter_bytes()]
-            self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return self._content
+                if not self.is_closed:
+                    self.is_closed = True
+                    self._ended = time.perf_counter()
+                    await stream.aclose()
+            self._content = content
+            return content
+        chunks = [chunk async for chunk in self.aiter_bytes()]
+        content = self._content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return content
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it came over the wire (no content decoding)."""
@@ -375,7 +479,7 @@ class Response:
         """Release the connection; unread body bytes are discarded."""
         if not self.is_closed:
             self.is_closed = True
-            self._elapsed = datetime.timedelta(seconds=time.perf_counter() - self._started)
+            self._ended = time.perf_counter()
             await self.stream.aclose()
 
     def __repr__(self) -> str:

@@ -88,8 +88,17 @@ def _encode_host(host: str) -> str:
 
 # Parsing (urlsplit, IDNA, quoting) costs tens of microseconds and services
 # ask for the same URLs over and over: remember the parts of recent strings.
-_PARSED: dict[str, tuple[Any, ...]] = {}
+# URLs never change once made (every "change" is a copy), so the cached
+# objects themselves can be handed out by `shared_url`.
+_PARSED: dict[str, URL] = {}
 _PARSED_MAX = 1024
+
+
+def shared_url(url: str) -> URL:
+    """The URL for `url`, possibly an object other callers hold too (URLs
+    are immutable): no copy on the hot path."""
+    cached = _PARSED.get(url)
+    return cached if cached is not None else URL(url)
 
 
 class URL:
@@ -123,15 +132,21 @@ class URL:
             parsed = _PARSED.get(url)
             if parsed is None:
                 self._parse(url)
-                if len(_PARSED) >= _PARSED_MAX:
-                    _PARSED.pop(next(iter(_PARSED)))
-                _PARSED[url] = (
-                    self._scheme, self._username, self._password, self._host,
-                    self._port, self._path, self._query, self._fragment,
-                )
+                if params or type(self) is not URL:
+                    URL(url)  # caches a plain URL of its own
+                else:
+                    if len(_PARSED) >= _PARSED_MAX:
+                        _PARSED.pop(next(iter(_PARSED)))
+                    _PARSED[url] = self
             else:
-                (self._scheme, self._username, self._password, self._host,
-                 self._port, self._path, self._query, self._fragment) = parsed
+                self._scheme = parsed._scheme
+                self._username = parsed._username
+                self._password = parsed._password
+                self._host = parsed._host
+                self._port = parsed._port
+                self._path = parsed._path
+                self._query = parsed._query
+                self._fragment = parsed._fragment
         if params:
             extra = encode_params(params)
             if extra:

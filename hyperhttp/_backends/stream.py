@@ -1,11 +1,16 @@
-"""The one piece of code that touches a socket: an `asyncio.Protocol` that
-buffers what arrives and lets one reader pull it with a timeout.
+"""The one piece of code that touches a socket: an `asyncio.BufferedProtocol`
+that buffers what arrives and lets one reader pull it with a timeout.
 
 It works the same on the default asyncio loop and on uvloop, and avoids
 the StreamReader/StreamWriter layer (two objects, a lock and a copy per
-read). Reads return whatever is buffered as one `bytes`; when the buffer
-passes a high-water mark the transport stops reading, so a slow consumer
-of a large body holds at most that much in memory.
+read). The socket is read straight into one receive buffer per stream,
+reused for the life of the connection (a plain Protocol gets a new `bytes`
+per socket read, and joining those cost a second copy and, on large
+bodies, allocator churn and a high peak RSS). Reads return whatever is
+buffered as one `bytes`. The buffer starts at `MIN_BUFFER` and doubles
+while socket reads fill it (bulk transfer) up to `HIGH_WATER`; when that
+much is buffered unread the transport stops reading, so a slow consumer of
+a large body holds at most that much in memory, and no read returns more.
 
 Errors come out as hyperhttp exceptions naming the peer: ReadError,
 ReadTimeout, WriteError, WriteTimeout.
@@ -14,13 +19,13 @@ ReadTimeout, WriteError, WriteTimeout.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
 
-HIGH_WATER = 4 * 1024 * 1024
-LOW_WATER = 1024 * 1024
+HIGH_WATER = 1024 * 1024  # largest receive buffer: unread bytes held at most
+MIN_BUFFER = 16 * 1024  # what an idle connection keeps
+_MIN_FREE = 4 * 1024  # offer at least this much to a socket read
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -33,15 +38,21 @@ def _expire(fut: asyncio.Future[None]) -> None:
         fut.set_exception(TimeoutError())
 
 
-class SocketStream(asyncio.Protocol):
+class SocketStream(asyncio.BufferedProtocol):
     """A buffered, pull-based byte stream over one transport."""
 
     def __init__(self, peer: str = "") -> None:
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
+        # Received bytes not yet read are self._buf[self._start:self._end];
+        # bytes given back by unread() come before them.
+        self._buf = bytearray(MIN_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._front = b""
+        self._grow = False
         self._eof = False
         self._closed = False
         self._exc: BaseException | None = None
@@ -55,20 +66,86 @@ class SocketStream(asyncio.Protocol):
         self.on_data: Any = None
         self._close_callbacks: list[Any] = []
         self._lost = False
+        # One timer per stream for read timeouts, re-armed lazily: a read
+        # only moves the deadline; the timer, when it fires, either expires
+        # the read still waiting or sets itself for the deadline now due.
+        # (A timer per read cost a handle and a heap push and pop each.)
+        self._read_deadline: float | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timer_at = 0.0
 
     # --- asyncio.Protocol callbacks ---------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
+    def get_buffer(self, sizehint: int) -> memoryview:
+        end = self._end
+        if self._start == end and end:
+            self._start = self._end = end = 0  # all read: start over at the front
+        if self._grow or len(self._buf) - end < _MIN_FREE:
+            end = self._make_room()
+        return self._view if end == 0 else self._view[end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        end = self._end = self._end + nbytes
+        cap = len(self._buf)
+        if end == cap:
+            if cap < HIGH_WATER:
+                self._grow = True  # the read filled what we offered: offer more
+            elif (
+                cap - (end - self._start) < _MIN_FREE
+                and not self._read_paused
+                and self.transport is not None
+            ):
+                # Full of unread bytes: wait for the reader (read_nowait resumes).
+                self._read_paused = True
+                self.transport.pause_reading()
         _wake(self._read_waiter)
         if self.on_data is not None:
             self.on_data()
+
+    def _make_room(self) -> int:
+        """Move unread bytes to the front, into a larger buffer when reads
+        fill it or unread bytes take half of it; return the new end."""
+        start, end = self._start, self._end
+        used = end - start
+        cap = len(self._buf)
+        want = cap
+        if (self._grow or used > cap // 2) and cap < HIGH_WATER:
+            want = cap * 2
+        while want - used < _MIN_FREE:
+            want *= 2  # only when the transport reads on while paused
+        self._grow = False
+        if want == cap:
+            if start:
+                self._buf[0:used] = self._view[start:end]
+        else:
+            buf = bytearray(want)
+            buf[0:used] = self._view[start:end]
+            self._buf = buf
+            self._view = memoryview(buf)
+        self._start = 0
+        self._end = used
+        return used
+
+    def data_received(self, data: bytes) -> None:
+        """For a transport that does not use the buffered interface."""
+        view = memoryview(data)
+        while view:
+            target = self.get_buffer(len(view))
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def shrink(self) -> None:
+        """Drop a receive buffer grown by a large body, if it is empty:
+        connections waiting in the pool keep `MIN_BUFFER` each."""
+        if len(self._buf) > MIN_BUFFER and self._start == self._end:
+            self._buf = bytearray(MIN_BUFFER)
+            self._view = memoryview(self._buf)
+            self._start = self._end = 0
+            self._grow = False
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -81,6 +158,7 @@ class SocketStream(asyncio.Protocol):
         self._closed = True
         self._eof = True
         self._lost = True
+        self._cancel_read_timer()
         # asyncio closes the socket right after this returns, in the same
         # callback: run the callbacks on the next turn, once it is closed.
         for callback in self._close_callbacks:
@@ -108,13 +186,16 @@ class SocketStream(asyncio.Protocol):
     # --- reading ----------------------------------------------------------
     def read_nowait(self) -> bytes:
         """Everything buffered now (b"" when nothing is)."""
-        chunks = self._chunks
-        if not chunks:
-            return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        if chunks:
-            chunks.clear()
-        self._size = 0
+        start, end = self._start, self._end
+        if start == end:
+            if not self._front:
+                return b""
+            data = b""
+        else:
+            data = self._view[start:end].tobytes()
+            self._start = self._end = 0
+        if self._front:
+            data, self._front = self._front + data, b""
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
@@ -124,13 +205,17 @@ class SocketStream(asyncio.Protocol):
         """Return buffered bytes, waiting up to `timeout` for some;
         b"" means the peer closed its side."""
         while True:
-            if self._chunks:
+            if self._end > self._start or self._front:
                 return self.read_nowait()
             if self._eof:
                 return self._eof_result()
-            waiter = self._loop.create_future()
+            loop = self._loop
+            waiter = loop.create_future()
             self._read_waiter = waiter
-            handle = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
+            if timeout is not None:
+                deadline = self._read_deadline = loop.time() + timeout
+                if self._read_timer is None or self._read_timer_at > deadline:
+                    self._set_read_timer(deadline)
             try:
                 await waiter
             except TimeoutError:
@@ -139,8 +224,29 @@ class SocketStream(asyncio.Protocol):
                 ) from None
             finally:
                 self._read_waiter = None
-                if handle is not None:
-                    handle.cancel()
+                self._read_deadline = None
+
+    def _set_read_timer(self, when: float) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer_at = when
+        self._read_timer = self._loop.call_at(when, self._on_read_timer)
+
+    def _on_read_timer(self) -> None:
+        self._read_timer = None
+        deadline = self._read_deadline
+        waiter = self._read_waiter
+        if deadline is None or waiter is None or waiter.done():
+            return  # no read waiting: the next one arms the timer again
+        if self._loop.time() >= deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._set_read_timer(deadline)
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
 
     def _eof_result(self) -> bytes:
         if self._exc is not None:
@@ -150,8 +256,7 @@ class SocketStream(asyncio.Protocol):
     def unread(self, data: bytes) -> None:
         """Put bytes back at the front (a parser read past its message)."""
         if data:
-            self._chunks.appendleft(data)
-            self._size += len(data)
+            self._front = data + self._front
 
     # --- writing ----------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -193,16 +298,22 @@ class SocketStream(asyncio.Protocol):
         return self._closed
 
     @property
+    def write_paused(self) -> bool:
+        """True while the transport's write buffer is over its high mark
+        (`drain()` would wait)."""
+        return self._write_paused
+
+    @property
     def at_eof(self) -> bool:
         return self._eof
 
     def has_buffered_data(self) -> bool:
-        return bool(self._chunks)
+        return self._end > self._start or bool(self._front)
 
     def is_dead_when_idle(self) -> bool:
         """For a connection with no request in flight: closed, half-closed or
         holding bytes nobody asked for all mean it cannot be reused."""
-        return self._closed or self._eof or bool(self._chunks) or (
+        return self._closed or self._eof or self.has_buffered_data() or (
             self.transport is not None and self.transport.is_closing()
         )
 
@@ -219,6 +330,7 @@ class SocketStream(asyncio.Protocol):
 
     def close(self) -> None:
         """Close at once (abort: no lingering TLS close_notify wait)."""
+        self._cancel_read_timer()
         if self.transport is not None and not self._closed:
             self._closed = True
             self.transport.abort()

@@ -21,12 +21,12 @@ refuse a request after a connection was spent on it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
-from .._content import BytesBody, close_body_iterator
+from .._content import EMPTY_BODY, BytesBody, close_body_iterator
 from .._exceptions import LocalProtocolError, RemoteProtocolError, TransportError, WriteError
 from .._headers import Headers
 from .._models import Request, Response
@@ -110,7 +110,10 @@ class HTTP11Connection:
         self._parser.start(request.method)
         try:
             try:
-                await self._send_request(request, timeout)
+                if not self._send_small(request):
+                    await self._send_request(request, timeout)
+                elif self._stream.write_paused:
+                    await self._stream.drain(timeout.write)
             except WriteError as exc:
                 # The server may have answered already (413, 401) and stopped
                 # reading: that answer is more use to the caller than ours.
@@ -122,16 +125,36 @@ class HTTP11Connection:
             self._finish()
             raise
         body = _H1Body(self, timeout.read)
-        response = Response(
-            head.status,
-            headers=Headers.from_raw(head.headers),
-            stream=body,
-            request=request,
-            http_version=head.http_version,
-            reason_phrase=head.reason,
+        response = Response._from_wire(
+            head.status, Headers.from_raw(head.headers), body, request,
+            head.http_version, head.reason,
         )
         body.response = response
         return response
+
+    def _send_small(self, request: Request) -> bool:
+        """Write a request that needs no await (no body, or a small one in
+        memory, not through a proxy) and return True; else False, nothing
+        written. The caller drains if the transport asks it to."""
+        body = request.stream
+        if "target" in request.extensions or not (
+            body is EMPTY_BODY or (type(body) is BytesBody and len(body.data) <= _COALESCE)
+        ):
+            return False
+        url = request.url
+        headers = request.headers.raw_items()
+        length = request_framing(headers, body.content_length)
+        if length is None:
+            return False
+        head = serialize_request_head(
+            request.method, url.target, headers, body_length=body.content_length,
+            host=url.netloc,
+        )
+        if length:
+            self._check_length(len(body.data), length)
+            head += body.data
+        self._stream.write(head)
+        return True
 
     async def _send_request(self, request: Request, timeout: Timeout) -> None:
         url = request.url
@@ -225,25 +248,52 @@ class HTTP11Connection:
                 return event
             raise RemoteProtocolError(f"unexpected event from {self.peer}: {event!r}")
 
-    async def iter_body(self, read_timeout: float | None, body: _H1Body) -> AsyncIterator[bytes]:
+    def _body_ended(self, event: object, body: _H1Body) -> None:
+        trailers = getattr(event, "trailers", None)
+        if trailers and body.response is not None:
+            body.response.trailers = Headers.from_raw(trailers)
+        # Response and body point at each other: break the cycle so both
+        # are freed by reference counting, not by the garbage collector.
+        body.response = None
+        self._body_done = True
+
+    async def next_chunk(self, read_timeout: float | None, body: _H1Body) -> bytes | None:
+        """The next piece of body data, or None at the end."""
         parser = self._parser
-        stream = self._stream
         while True:
             event = parser.next_event()
+            if type(event) is bytes:
+                return event
             if event is NEED_DATA:
-                data = await stream.read(read_timeout)
+                data = await self._stream.read(read_timeout)
                 if data:
                     parser.feed(data)
                 else:
                     parser.feed_eof()
-            elif type(event) is bytes:
-                yield event
+                continue
+            self._body_ended(event, body)
+            return None
+
+    async def read_all(self, read_timeout: float | None, body: _H1Body) -> bytes:
+        """The whole body. A small body that came with the head is already
+        in the parser: it is returned without waiting on the socket."""
+        parser = self._parser
+        chunks: list[bytes] = []
+        while True:
+            event = parser.next_event()
+            if type(event) is bytes:
+                chunks.append(event)
+            elif event is NEED_DATA:
+                data = await self._stream.read(read_timeout)
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
             else:
-                trailers = getattr(event, "trailers", None)
-                if trailers and body.response is not None:
-                    body.response.trailers = Headers.from_raw(trailers)
-                self._body_done = True
-                return
+                self._body_ended(event, body)
+                if len(chunks) == 1:
+                    return chunks[0]
+                return b"".join(chunks)
 
     # --- ending a request ---------------------------------------------------
     def response_closed(self) -> None:
@@ -256,6 +306,7 @@ class HTTP11Connection:
         if self._body_done and self._parser.reusable and not self._stream.is_closed:
             self._state = IDLE
             self.idle_since = time.monotonic()
+            self._stream.shrink()
         else:
             self._close()
         self._finish()
@@ -282,17 +333,33 @@ class HTTP11Connection:
 
 
 class _H1Body:
-    """The response stream of one HTTP/1.1 exchange."""
+    """The response stream of one HTTP/1.1 exchange: its own async iterator
+    (no async generator, which the loop would register and track)."""
 
-    __slots__ = ("_conn", "_read_timeout", "response")
+    __slots__ = ("_conn", "_done", "_read_timeout", "response")
 
     def __init__(self, conn: HTTP11Connection, read_timeout: float | None) -> None:
         self._conn = conn
         self._read_timeout = read_timeout
+        self._done = False
         self.response: Response | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._conn.iter_body(self._read_timeout, self)
+    def __aiter__(self) -> _H1Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._done:
+            chunk = await self._conn.next_chunk(self._read_timeout, self)
+            if chunk is not None:
+                return chunk
+            self._done = True
+        raise StopAsyncIteration
+
+    async def read_all(self) -> bytes:
+        self._done = True
+        return await self._conn.read_all(self._read_timeout, self)
 
     async def aclose(self) -> None:
+        self._done = True
+        self.response = None  # see _body_ended: no cycle left for the collector
         self._conn.response_closed()

@@ -161,7 +161,16 @@ class ConnectionPool:
         body are sent again, once."""
         stale_retried = False
         for _ in range(MAX_NOT_PROCESSED_RETRIES + 1):
-            conn = await self._acquire(origin, timeout)
+            # Fast path: nobody waiting, an idle connection (or a free slot)
+            # taken without the `_acquire` coroutine.
+            got = None if self._waiters or self._closed else self._try_acquire(origin)
+            if got is None:
+                conn = await self._acquire(origin, timeout)
+            elif got is _CONNECT:
+                conn = await self._connect(origin, timeout)
+            else:
+                assert not isinstance(got, str)
+                conn = got
             try:
                 return await conn.handle_request(request, timeout)
             except StaleConnection as exc:
