@@ -505,6 +505,10 @@ class Client:
         unreachable, the local breaker decides."""
         fleet = self._fleet
         fleet_state = fleet.breaker_state(key) if fleet is not None else None
+        if fleet_state is None and fleet is not None and await fleet.ensure():
+            # The worker joins the fleet lazily: on its first request the
+            # shared state is unread until it connects.
+            fleet_state = fleet.breaker_state(key)
         if fleet_state is None:
             permit = breaker.acquire(key)
             return lambda outcome: breaker.record(permit, outcome)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -150,6 +150,7 @@ class ConnectionPool:
         self._fleet = fleet
         self._leases: dict[PoolConnection, Lease] = {}
         self._shed_owed: dict[str, int] = {}  # fleet key ("" = any) -> connections owed
+        self._dialing: Counter[str] = Counter()  # fleet key -> leases held while dialling
         if fleet is not None:
             fleet.set_shed_handler(self._shed_idle)
 
@@ -329,10 +330,20 @@ class ConnectionPool:
     async def _connect(self, origin: Origin, timeout: Timeout) -> PoolConnection:
         host = self._hosts[origin]
         lease = None
+        key = fleet_key(origin)
         try:
             if self._fleet is not None:
-                lease = await self._fleet.acquire(fleet_key(origin), timeout=timeout.pool)
-            conn = await self._connector(origin, timeout, self._release)
+                lease = await self._fleet.acquire(key, timeout=timeout.pool)
+                # Held but not yet open: still counts when the fleet asks us
+                # to shed (the next connection to finish is then given up).
+                self._dialing[key] += 1
+            try:
+                conn = await self._connector(origin, timeout, self._release)
+            finally:
+                if lease is not None:
+                    self._dialing[key] -= 1
+                    if not self._dialing[key]:
+                        del self._dialing[key]
         except BaseException:
             if lease is not None and self._fleet is not None:
                 self._fleet.release(lease)
@@ -420,6 +431,11 @@ class ConnectionPool:
                     self._discard(host, conn)
                     return True
             busy += len(host.conns)
+        # A lease still being dialled will be a connection in a moment: it
+        # can pay the debt too. Without it a worker asked while dialling
+        # said "nothing" and the fleet waited for the coordinator's next
+        # retry (250 ms) to move on.
+        busy += sum(n for k, n in self._dialing.items() if not key or k == key)
         owed = self._shed_owed.get(key, 0)
         if owed >= busy:
             return False
