@@ -59,6 +59,10 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "MultipartEncoder", "MultipartFile", "build_mul
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 _OCTET_STREAM = "application/octet-stream"
 
+# The first guess_type() reads the system's mime.types files: do it at
+# import, never on the event loop during a request.
+mimetypes.init()
+
 
 class SupportsRead(Protocol):
     """An open binary file: anything with `read(n) -> bytes`."""

@@ -6,6 +6,10 @@ the tests run in their own threads or processes with their own loops, so the
 fixtures that start them are ordinary synchronous fixtures.
 
 `@pytest.mark.loops("asyncio")` restricts a test to the named loops.
+
+While an async test runs, blockbuster watches the loop: a blocking call made
+by hyperhttp's own code inside it (file or socket I/O, time.sleep) fails the
+test (STYLE.md item 12).
 """
 
 from __future__ import annotations
@@ -17,8 +21,24 @@ from typing import Any
 
 import pytest
 import uvloop
+from blockbuster import blockbuster_ctx
 
 pytest_plugins = ["tests.support.fixtures"]
+
+# Blocking on purpose, once per object built, never per request:
+# - building a Client loads its CA bundle and certificates (build clients at
+#   start-up and share them; the docs say so);
+# - a multipart path part is stat'ed once when the encoder is built, for the
+#   exact Content-Length; its reads run off the loop.
+# - the fleet's admin calls are synchronous by contract (launch returns when
+#   the coordinator is ready; status and stop are for shells and launchers),
+#   never used on a request path; tests call them from async tests.
+ALLOWED_TO_BLOCK = [
+    ("hyperhttp/_tls.py", {"create_ssl_context"}),
+    ("hyperhttp/_multipart.py", {"_path_source"}),
+    ("hyperhttp/shared/_launch.py", {"launch", "stop", "spawn"}),
+    ("hyperhttp/shared/_connect.py", {"fleet_status", "stop_coordinator"}),
+]
 
 LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -47,6 +67,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     sig = inspect.signature(func)
     kwargs: dict[str, Any] = {k: funcargs[k] for k in sig.parameters if k in funcargs}
     factory = LOOP_FACTORIES[loop_name]
-    with asyncio.Runner(loop_factory=factory, debug=False) as runner:
+    # The blocking-call guard: a blocking call (file, socket, sleep) made by
+    # hyperhttp's own code inside the loop fails the test.
+    with blockbuster_ctx(["hyperhttp"]) as guard, asyncio.Runner(loop_factory=factory) as runner:
+        for function in guard.functions.values():
+            for filename, names in ALLOWED_TO_BLOCK:
+                function.can_block_in(filename, names)
         runner.run(func(**kwargs))
     return True

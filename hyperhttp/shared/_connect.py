@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,14 @@ def connect_backend(
     paths, auto = resolve_paths(coordinator, runtime_dir=runtime_dir)
     spawner = None
     if auto:
-        async def spawner() -> None:
+        def spawn_if_absent() -> None:
+            # One check-and-start at a time in this process (several clients
+            # may start at once); across processes the coordinator's flock
+            # decides.
+            with _SPAWN_LOCK:
+                _spawn_if_absent()
+
+        def _spawn_if_absent() -> None:
             ensure_private_dir(paths.directory, create=True)
             key = os.fspath(paths.socket)
             _reap_spawned()
@@ -93,12 +102,18 @@ def connect_backend(
                 dns_ttl=60.0, exit_when_idle=auto_exit_when_idle, detach=True,
             )
 
+        async def spawner() -> None:
+            # Directory checks, the lock probe and the process start block:
+            # off the worker's loop.
+            await asyncio.to_thread(spawn_if_absent)
+
     return WorkerBackend(paths, required=required, local_caps=local_caps, spawner=spawner)
 
 
 # Coordinators this process auto-started, kept so they can be reaped (no zombies,
 # no warnings about a Popen dropped while its process runs).
 _SPAWNED: dict[str, subprocess.Popen[bytes]] = {}
+_SPAWN_LOCK = threading.Lock()
 
 
 def _reap_spawned() -> None:

@@ -72,11 +72,27 @@ class Worker:
 
     def close(self, tag: str) -> None:
         writer = self.writers.pop(tag, None)
+        lease = self.leases.pop(tag, None)
         if writer is not None:
             writer.transport.abort()
-        lease = self.leases.pop(tag, None)
-        if lease is not None:
+        if lease is None:
+            return
+        if writer is None:
             self.backend.release(lease)
+            return
+        # As the pool does: hand the slot back only once the socket is really
+        # closed (the loop closes it a turn after abort), or another worker
+        # may connect while this connection still exists.
+        task = asyncio.ensure_future(self._release_when_closed(writer, lease))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _release_when_closed(self, writer: asyncio.StreamWriter, lease: Any) -> None:
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        self.backend.release(lease)
 
     async def acquire(self, tag: str, origin: str, timeout: float | None, port: int | None) -> None:
         try:
