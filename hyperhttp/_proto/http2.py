@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
-from hpack import NeverIndexedHeaderTuple
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .._headers import Headers
@@ -61,6 +63,100 @@ _BAD_AUTHORITY = re.compile(r"[\x00-\x20\x7f/?#@]")
 
 RawHeaders = list[tuple[bytes, bytes]]
 
+# Header blocks remembered per connection and direction; a client sends and
+# receives few distinct ones, and the cache is emptied when it fills.
+_HPACK_CACHE_SIZE = 128
+
+
+class _CountingTable(HeaderTable):
+    """hpack's dynamic table, counting its changes: a cached header block is
+    valid only while the table it was coded against is unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.generation += 1
+        # hpack clears `resized` when the size is set again to its current
+        # value, and its encoder then drops a size update still owed to the
+        # peer (0 then 256 then 256: the peer never hears of 256). Keep it owed.
+        owed = self.resized
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+        self.resized = self.resized or owed
+
+
+class _CachingEncoder(Encoder):
+    """hpack's encoder, remembering blocks whose encoding left the table
+    unchanged (every field found in it, nothing inserted or evicted).
+    Encoding the same request head again would give the same bytes, so
+    they are reused while the table's generation is the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _CountingTable()
+        self._blocks: dict[tuple[object, ...], tuple[int, bytes]] = {}
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        table = self.header_table
+        if not isinstance(headers, list) or not isinstance(table, _CountingTable):
+            return super().encode(headers, huffman)
+        # The field types are part of the key: a never-indexed field must
+        # not reuse a block that indexed an equal plain field.
+        key = (huffman, *headers, *map(type, headers))
+        # A pending size change puts a table size update at the start of the
+        # next block only: such a block is neither taken from nor put in the
+        # cache (a copy would repeat the update).
+        resized = table.resized
+        hit = self._blocks.get(key)
+        generation = table.generation
+        if hit is not None and hit[0] == generation and not resized:
+            return hit[1]
+        block = super().encode(headers, huffman)
+        if table.generation == generation and not resized:
+            if len(self._blocks) >= _HPACK_CACHE_SIZE:
+                self._blocks.clear()
+            self._blocks[key] = (generation, block)
+        return block
+
+
+class _CachingDecoder(Decoder):
+    """hpack's decoder, remembering the fields of blocks whose decoding left
+    the table unchanged (servers often send one response head many times,
+    and nginx codes its fields without the dynamic table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _CountingTable()
+        self._fields: dict[tuple[bytes, bool], tuple[int, int, list[Any]]] = {}
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        table = self.header_table
+        if type(data) is not bytes or not isinstance(table, _CountingTable):
+            return super().decode(data, raw)
+        key = (data, raw)
+        limit = self.max_header_list_size
+        hit = self._fields.get(key)
+        generation = table.generation
+        if hit is not None and hit[0] == generation and hit[1] == limit:
+            self._assert_valid_table_size()  # our advertised size may have shrunk
+            return list(hit[2])
+        fields = super().decode(data, raw)
+        if table.generation == generation:
+            if len(self._fields) >= _HPACK_CACHE_SIZE:
+                self._fields.clear()
+            self._fields[key] = (generation, limit, list(fields))
+        return fields
+
 
 def new_client_connection(
     *,
@@ -79,6 +175,12 @@ def new_client_connection(
         normalize_inbound_headers=True,
     )
     conn = h2.connection.H2Connection(config=config)
+    # Nothing has been coded yet: swap in the caching coders, keeping the
+    # limits h2 gave the decoder.
+    decoder = _CachingDecoder()
+    decoder.max_header_list_size = conn.decoder.max_header_list_size
+    decoder.max_allowed_table_size = conn.decoder.max_allowed_table_size
+    conn.encoder, conn.decoder = _CachingEncoder(), decoder
     conn.state_machine = _GoawayTolerantStateMachine()
     conn.local_settings = h2.settings.Settings(
         client=True,

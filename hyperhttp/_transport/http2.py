@@ -5,51 +5,15 @@ h2 turns them into events, and each event is filed on its stream at once.
 Request tasks and body consumers only wait on their own stream's future, so
 no reader task and no task switch sits between the socket and a stream.
 
-The stream table
-----------------
-Every request holds one *slot* of the connection from the moment the pool
-reserves it until the moment it is released:
-
-    RESERVED --handle_request--> OPEN --response head--> BODY --end--> RELEASED
-       |                           |                       |
-       +--unreserve_stream()       +--error, cancel, timeout, reset, GOAWAY--+
-
-    RESERVED   counted in `_reserved` only; no stream id yet
-    OPEN       in `_streams` under its id; sending the request, then
-               waiting for the response head
-    BODY       in `_streams`; the caller reads the body at its own pace
-    RELEASED   out of `_streams`; `on_release(self)` has been called
-
-Rules:
-1. `_reserved + len(_streams)` is what counts against the server's
-   SETTINGS_MAX_CONCURRENT_STREAMS; `is_available()` says yes only while it
-   is below the limit, no GOAWAY was received and the connection is open.
-   If the server lowers its limit, requests already holding a slot wait in
-   `handle_request` until enough streams end (bounded by the pool timeout).
-2. A reservation becomes a table entry synchronously (no await between
-   taking the id and sending HEADERS), and every slot is given back in a
-   `finally`/`except BaseException` by exactly one call of `_release`, which
-   resets the stream on the wire if neither side finished it and hands its
-   unconsumed bytes back to the connection window.
-3. Events never remove streams; they only record facts on them (head, data,
-   end, error) and wake the one task waiting on that stream. The stream's
-   owner (the request task, then the body consumer) releases it.
-4. Received data is acknowledged to the server only as the consumer takes
-   it (h2 batches the WINDOW_UPDATEs), so an unread response is bounded by
-   the stream window. Bytes of a released stream are acknowledged at once.
-5. Whenever capacity may have grown (a stream released, SETTINGS raised the
-   limit) or shrunk (GOAWAY), `on_release(self)` tells the pool, so its
-   waiters are served or sent elsewhere (never stranded, httpx#1216).
-6. After GOAWAY no stream is opened; streams above its last-stream-id fail
-   with RequestNotProcessed (the pool resends them), the others finish, and
-   the connection closes when the last one is released.
+The stream table (slots, their states and the rules every change keeps) is
+described in h2streams.py, with the per-stream transitions; the DATA fast
+path (frames split here, plain DATA filed without h2) in _proto/h2frames.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -66,13 +30,12 @@ from .._exceptions import (
     LocalProtocolError,
     PoolTimeout,
     ReadError,
-    ReadTimeout,
     RemoteProtocolError,
-    StreamReset,
     WriteError,
     WriteTimeout,
 )
 from .._models import Request, Response
+from .._proto.h2frames import FrameSplitter, receive_data_fast
 from .._proto.http2 import (
     CONNECTION_WINDOW,
     STREAM_WINDOW,
@@ -84,65 +47,14 @@ from .._proto.http2 import (
     parse_trailers,
     remote_stream_limit,
 )
-from .signals import RequestNotProcessed, StaleConnection
+from .h2streams import H2Body, Stream, wait_for, wake
+from .signals import RequestNotProcessed
 
 if TYPE_CHECKING:
     from .pool import Origin
 
 _MAX_CONCURRENT = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 _INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
-
-
-def _wake(fut: asyncio.Future[None] | None) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(None)
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
-async def _wait_for(
-    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None
-) -> None:
-    """Await `fut`; TimeoutError after `timeout` seconds (None: no limit).
-    Cheaper than asyncio.wait_for: no task, one timer."""
-    handle = None if timeout is None else loop.call_later(timeout, _expire, fut)
-    try:
-        await fut
-    finally:
-        if handle is not None:
-            handle.cancel()
-
-
-class _Stream:
-    """What the connection knows of one stream; see the module docstring."""
-
-    __slots__ = (
-        "chunks",
-        "error",
-        "head",
-        "id",
-        "local_closed",
-        "remote_closed",
-        "saw_bytes",
-        "trailers",
-        "unacked",
-        "waiter",
-    )
-
-    def __init__(self, stream_id: int) -> None:
-        self.id = stream_id
-        self.head: list[tuple[bytes, bytes]] | None = None
-        self.chunks: deque[bytes] = deque()
-        self.unacked = 0  # flow-controlled bytes received, not yet consumed
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.local_closed = False  # we sent END_STREAM (or reset)
-        self.remote_closed = False  # the server sent END_STREAM (or reset)
-        self.saw_bytes = False
-        self.error: HyperHTTPError | None = None
-        self.waiter: asyncio.Future[None] | None = None
 
 
 class HTTP2Connection:
@@ -159,6 +71,7 @@ class HTTP2Connection:
         *,
         stream_window: int = STREAM_WINDOW,
         connection_window: int = CONNECTION_WINDOW,
+        fast_data: bool = True,
     ) -> None:
         self.origin = origin
         self.peer = stream.peer
@@ -168,7 +81,7 @@ class HTTP2Connection:
         self._h2 = new_client_connection(
             stream_window=stream_window, connection_window=connection_window
         )
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._reserved = 0
         # Until the server's SETTINGS arrive (start() waits for them), assume
         # the RFC's recommended minimum.
@@ -176,7 +89,7 @@ class HTTP2Connection:
         self._settings_received = False
         self._settings_waiter: asyncio.Future[None] | None = None
         self._capacity_waiters: list[asyncio.Future[None]] = []
-        self._blocked: set[_Stream] = set()  # streams waiting for send window
+        self._blocked: set[Stream] = set()  # streams waiting for send window
         self._draining = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._goaway: tuple[int, int] | None = None  # (last_stream_id, error_code)
@@ -184,6 +97,10 @@ class HTTP2Connection:
         self._failure: HyperHTTPError | None = None
         self.idle_since = time.monotonic()
         self.requests_served = 0
+        # Plain DATA frames skip h2 (see _proto/h2frames.py) unless this h2
+        # lacks the internals that needs, or `fast_data` is False.
+        self._frames = FrameSplitter(enabled=fast_data)
+        self._notify = False  # set while a read is filed: the pool should look again
         stream.on_data = self._on_data
         self._flush()
         if stream.has_buffered_data() or stream.at_eof:
@@ -242,7 +159,7 @@ class HTTP2Connection:
         fut = self._settings_waiter = self._loop.create_future()
         limit = timeout.connect
         try:
-            await _wait_for(self._loop, fut, limit)
+            await wait_for(self._loop, fut, limit)
         except TimeoutError:
             self.close()
             raise ConnectTimeout(
@@ -279,19 +196,19 @@ class HTTP2Connection:
                     raise RemoteProtocolError(
                         f"{self.peer} ended stream {st.id} without a response"
                     )
-                await self._wait(st, timeout.read, self._read_timeout)
+                await st.wait(self._loop, timeout.read, reading=True, peer=self.peer)
             status, fields = parse_response_head(st.head, self.peer)
         except BaseException:
-            self._release(st)
+            self.release(st)
             raise
-        body = _H2Body(self, st, timeout.read)
+        body = H2Body(self, st, timeout.read)
         response = Response(
             status, headers=fields, stream=body, request=request, http_version="HTTP/2"
         )
         body.response = response
         return response
 
-    def _open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> _Stream:
+    def _open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> Stream:
         if self._closed or self._goaway is not None:
             why = "is closed" if self._closed else "received GOAWAY"
             raise RequestNotProcessed(f"connection to {self.peer} {why}; request not sent")
@@ -310,7 +227,7 @@ class HTTP2Connection:
             ) from None
         except h2.exceptions.ProtocolError as exc:
             raise LocalProtocolError(f"request to {self.peer} is malformed: {exc}") from None
-        st = _Stream(stream_id)
+        st = Stream(stream_id)
         st.local_closed = end_stream
         if self._reserved:
             self._reserved -= 1
@@ -319,7 +236,7 @@ class HTTP2Connection:
         self._flush()
         return st
 
-    async def _send_body(self, st: _Stream, request: Request, write_timeout: float | None) -> None:
+    async def _send_body(self, st: Stream, request: Request, write_timeout: float | None) -> None:
         chunks = aiter(request.stream)
         try:
             await self._send_chunks(st, chunks, write_timeout)
@@ -327,7 +244,7 @@ class HTTP2Connection:
             await close_body_iterator(chunks)
 
     async def _send_chunks(
-        self, st: _Stream, chunks: AsyncIterator[bytes], write_timeout: float | None
+        self, st: Stream, chunks: AsyncIterator[bytes], write_timeout: float | None
     ) -> None:
         h2c = self._h2
         sid = st.id
@@ -346,7 +263,7 @@ class HTTP2Connection:
                     if not window:
                         self._blocked.add(st)
                         try:
-                            await self._wait(st, write_timeout, self._write_timeout)
+                            await st.wait(self._loop, write_timeout, reading=False, peer=self.peer)
                         finally:
                             self._blocked.discard(st)
                         continue
@@ -366,7 +283,7 @@ class HTTP2Connection:
             st.local_closed = True
             self._flush()
 
-    def _send_failure(self, st: _Stream, exc: h2.exceptions.H2Error) -> HyperHTTPError:
+    def _send_failure(self, st: Stream, exc: h2.exceptions.H2Error) -> HyperHTTPError:
         if st.error is not None:
             return st.error
         if self._failure is not None:
@@ -375,7 +292,7 @@ class HTTP2Connection:
 
     # --- the response body --------------------------------------------------
     async def next_chunk(
-        self, st: _Stream, read_timeout: float | None, response: Response | None
+        self, st: Stream, read_timeout: float | None, response: Response | None
     ) -> bytes:
         """The next piece of a response body; StopAsyncIteration at its end."""
         while True:
@@ -386,20 +303,20 @@ class HTTP2Connection:
                 self._acknowledge(st)
                 return data
             if st.error is not None:
-                self._release(st)
+                self.release(st)
                 raise st.error
             if st.remote_closed:
                 if st.trailers is not None and response is not None:
                     response.trailers = parse_trailers(st.trailers)
-                self._release(st)
+                self.release(st)
                 raise StopAsyncIteration
             try:
-                await self._wait(st, read_timeout, self._read_timeout)
+                await st.wait(self._loop, read_timeout, reading=True, peer=self.peer)
             except BaseException:
-                self._release(st)
+                self.release(st)
                 raise
 
-    def _acknowledge(self, st: _Stream) -> None:
+    def _acknowledge(self, st: Stream) -> None:
         size = st.unacked
         if size and not self._closed:
             st.unacked = 0
@@ -407,34 +324,11 @@ class HTTP2Connection:
             self._flush()
 
     # --- waiting --------------------------------------------------------------
-    async def _wait(
-        self, st: _Stream, timeout: float | None, on_timeout: Callable[[_Stream, float], Exception]
-    ) -> None:
-        fut = st.waiter = self._loop.create_future()
-        try:
-            await _wait_for(self._loop, fut, timeout)
-        except TimeoutError:
-            assert timeout is not None
-            raise on_timeout(st, timeout) from None
-        finally:
-            st.waiter = None
-
-    def _read_timeout(self, st: _Stream, timeout: float) -> Exception:
-        return ReadTimeout(
-            f"no data from {self.peer} on stream {st.id} for {timeout:.3g}s (read timeout)"
-        )
-
-    def _write_timeout(self, st: _Stream, timeout: float) -> Exception:
-        return WriteTimeout(
-            f"{self.peer} gave no flow-control credit for stream {st.id} in "
-            f"{timeout:.3g}s (write timeout)"
-        )
-
     async def _wait_for_capacity(self, pool_timeout: float | None) -> None:
         fut = self._loop.create_future()
         self._capacity_waiters.append(fut)
         try:
-            await _wait_for(self._loop, fut, pool_timeout)
+            await wait_for(self._loop, fut, pool_timeout)
         except TimeoutError:
             raise PoolTimeout(
                 f"{self.peer} lowered its stream limit and no stream ended within "
@@ -454,12 +348,12 @@ class HTTP2Connection:
                 self._draining = False
                 waiters, self._drain_waiters = self._drain_waiters, []
                 for fut in waiters:
-                    _wake(fut)
+                    wake(fut)
             return
         fut = self._loop.create_future()
         self._drain_waiters.append(fut)
         try:
-            await _wait_for(self._loop, fut, timeout)
+            await wait_for(self._loop, fut, timeout)
         except TimeoutError:
             raise WriteTimeout(
                 f"{self.peer} accepted no data for {timeout:.3g}s (write timeout)"
@@ -468,7 +362,7 @@ class HTTP2Connection:
             raise self._failure
 
     # --- ending a stream ------------------------------------------------------
-    def _release(self, st: _Stream) -> None:
+    def release(self, st: Stream) -> None:
         """Take a stream out of the table, once (rule 2)."""
         if self._streams.pop(st.id, None) is None:
             return
@@ -490,12 +384,12 @@ class HTTP2Connection:
         if not self._streams:
             self.idle_since = time.monotonic()
         for fut in self._capacity_waiters:
-            _wake(fut)
+            wake(fut)
         if self._goaway is not None and self.is_idle():
             self._close_transport()
         self._on_release(self)
 
-    def _is_unprocessed(self, st: _Stream) -> bool:
+    def _is_unprocessed(self, st: Stream) -> bool:
         return self._goaway is not None and st.id > self._goaway[0]
 
     def _notify_pool(self) -> None:
@@ -508,20 +402,42 @@ class HTTP2Connection:
         stream = self._stream
         data = stream.read_nowait()
         if data and not self._closed:
+            self._notify = False
             try:
-                events = self._h2.receive_data(data)
+                self._frames.feed(
+                    data, self._h2.max_inbound_frame_size, self._receive_frames, self._receive_fast
+                )
             except h2.exceptions.ProtocolError as exc:
                 self._flush()  # h2 queued a GOAWAY naming the error
                 self._terminate(
                     RemoteProtocolError(f"{self.peer} broke the HTTP/2 protocol: {exc}")
                 )
                 return
-            notify = self._dispatch(events)
             self._flush()
-            if notify and not self._closed:
+            if self._notify and not self._closed:
                 self._notify_pool()
         if stream.at_eof and not self._closed:
             self._terminate(None)
+
+    def _receive_frames(self, data: bytes) -> bool:
+        """Hand complete frames (or any bytes, fast path off) to h2 and file
+        its events; False once the connection is closed."""
+        if self._dispatch(self._h2.receive_data(data)):
+            self._notify = True
+        return not self._closed
+
+    def _receive_fast(self, stream_id: int, data: bytes, end_stream: bool) -> bool:
+        """File one plain DATA frame without h2 when h2 would only have
+        accepted it; False: h2 must see it."""
+        st = self._streams.get(stream_id)
+        if (
+            st is None
+            or not st.is_taking_body()
+            or not receive_data_fast(self._h2, stream_id, len(data), end_stream)
+        ):
+            return False
+        st.receive_data(data, len(data), end_stream)
+        return True
 
     def _dispatch(self, events: list[h2.events.Event]) -> bool:
         """File each event on its stream; True when the pool should look again."""
@@ -535,23 +451,16 @@ class HTTP2Connection:
                     self._h2.acknowledge_received_data(
                         event.flow_controlled_length, event.stream_id
                     )
-                    continue
-                if event.data:
-                    st.chunks.append(event.data)
-                st.unacked += event.flow_controlled_length
-                st.saw_bytes = True
-                _wake(st.waiter)
+                else:
+                    st.receive_data(event.data, event.flow_controlled_length, False)
             elif isinstance(event, ev.ResponseReceived):
                 st = streams.get(event.stream_id)
                 if st is not None:
-                    st.head = event.headers
-                    st.saw_bytes = True
-                    _wake(st.waiter)
+                    st.receive_head(event.headers)
             elif isinstance(event, ev.StreamEnded):
                 st = streams.get(event.stream_id)
                 if st is not None:
-                    st.remote_closed = True
-                    _wake(st.waiter)
+                    st.receive_end()
             elif isinstance(event, ev.TrailersReceived):
                 st = streams.get(event.stream_id)
                 if st is not None:
@@ -574,33 +483,17 @@ class HTTP2Connection:
             return
         if not stream_id:
             for st in self._blocked:
-                _wake(st.waiter)
+                wake(st.waiter)
         else:
             one = self._streams.get(stream_id)
             if one is not None:
-                _wake(one.waiter)
+                wake(one.waiter)
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
         st = self._streams.get(event.stream_id or 0)
-        if st is None:
-            return
-        code = int(event.error_code or 0)
-        complete = st.remote_closed and st.head is not None
-        st.local_closed = st.remote_closed = True
-        if complete:
-            pass  # the response is whole; the server only stops our upload
-        elif code == ErrorCodes.REFUSED_STREAM and st.head is None:
-            st.error = RequestNotProcessed(f"{self.peer} refused stream {st.id} (REFUSED_STREAM)")
-        elif not event.remote_reset:
-            st.error = RemoteProtocolError(
-                f"{self.peer} sent an invalid response on stream {st.id}; "
-                f"reset with {error_name(code)}"
-            )
-        else:
-            st.error = StreamReset(
-                f"{self.peer} reset stream {st.id} with {error_name(code)}", error_code=code
-            )
-        _wake(st.waiter)
+        if st is not None:
+            code = int(event.error_code or 0)
+            st.receive_reset(code, remote=event.remote_reset, peer=self.peer)
 
     def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> bool:
         changed = event.changed_settings
@@ -609,13 +502,13 @@ class HTTP2Connection:
             old, self._limit = self._limit, remote_stream_limit(self._h2)
             if self._limit > old:
                 for fut in self._capacity_waiters:
-                    _wake(fut)
+                    wake(fut)
             notify = True
         if _INITIAL_WINDOW in changed:
             self._window_opened(0)
         if not self._settings_received:
             self._settings_received = True
-            _wake(self._settings_waiter)
+            wake(self._settings_waiter)
         return notify
 
     def _goaway_received(self, event: h2.events.ConnectionTerminated) -> None:
@@ -624,39 +517,21 @@ class HTTP2Connection:
         self._goaway = (last, code)
         for st in self._streams.values():
             if st.id > last:
-                st.error = RequestNotProcessed(
-                    f"{self.peer} sent GOAWAY ({error_name(code)}) before processing "
-                    f"stream {st.id}"
-                )
-                _wake(st.waiter)
+                st.not_processed(f"{self.peer} sent GOAWAY ({error_name(code)})")
         for fut in self._capacity_waiters:
-            _wake(fut)
+            wake(fut)
 
     # --- closing ---------------------------------------------------------------
     def _terminate(self, error: HyperHTTPError | None) -> None:
         """The connection is gone: fail every unfinished stream and tell the pool."""
         if self._closed:
             return
-        goaway = self._goaway
+        goaway_code = 0 if self._goaway is None else self._goaway[1]
+        # Some stream of this connection was answered earlier: a close before
+        # any byte of this one may be the keep-alive race.
+        reused = self.requests_served > len(self._streams)
         for st in self._streams.values():
-            if st.error is not None or (st.remote_closed and st.head is not None):
-                continue
-            if error is not None:
-                st.error = error
-            elif goaway is not None and goaway[1]:
-                st.error = RemoteProtocolError(
-                    f"{self.peer} closed the connection after GOAWAY "
-                    f"({error_name(goaway[1])}) with stream {st.id} unfinished"
-                )
-            elif not st.saw_bytes and self.requests_served > len(self._streams):
-                st.error = StaleConnection(
-                    f"{self.peer} closed the HTTP/2 connection before answering stream {st.id}"
-                )
-            else:
-                st.error = ReadError(
-                    f"{self.peer} closed the connection with stream {st.id} unfinished"
-                )
-            _wake(st.waiter)
+            st.connection_lost(error, goaway_code=goaway_code, reused=reused, peer=self.peer)
         self._failure = error or ReadError(f"connection to {self.peer} was closed")
         if self._settings_waiter is not None and not self._settings_waiter.done():
             self._settings_waiter.set_exception(self._failure)
@@ -670,13 +545,13 @@ class HTTP2Connection:
         if self._failure is None:
             self._failure = ReadError(f"connection to {self.peer} was closed")
         for st in self._streams.values():
-            if st.error is None and not (st.remote_closed and st.head is not None):
+            if st.error is None and not st.is_complete():
                 st.error = self._failure
-            _wake(st.waiter)
+            wake(st.waiter)
         for fut in self._capacity_waiters:
-            _wake(fut)
+            wake(fut)
         for fut in self._drain_waiters:
-            _wake(fut)
+            wake(fut)
         self._stream.on_data = None
         self._stream.close()
 
@@ -710,25 +585,3 @@ class HTTP2Connection:
             f"<HTTP2Connection {self.peer} {state} streams={len(self._streams)} "
             f"reserved={self._reserved} limit={self._limit} requests={self.requests_served}>"
         )
-
-
-class _H2Body:
-    """The response stream of one HTTP/2 exchange (an async iterator)."""
-
-    __slots__ = ("_conn", "_read_timeout", "_st", "response")
-
-    def __init__(self, conn: HTTP2Connection, st: _Stream, read_timeout: float | None) -> None:
-        self._conn = conn
-        self._st = st
-        self._read_timeout = read_timeout
-        self.response: Response | None = None  # gets the trailers
-
-    def __aiter__(self) -> _H2Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await self._conn.next_chunk(self._st, self._read_timeout, self.response)
-
-    async def aclose(self) -> None:
-        self._conn._release(self._st)
-

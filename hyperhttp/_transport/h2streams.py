@@ -1,0 +1,241 @@
+"""The stream table of an HTTP/2 connection: the life of one stream's slot.
+
+Every request holds one *slot* of the connection (`HTTP2Connection` in
+http2.py) from the moment the pool reserves it until the moment it is
+released:
+
+    RESERVED --handle_request--> OPEN --response head--> BODY --end--> RELEASED
+       |                           |                       |
+       +--unreserve_stream()       +--error, cancel, timeout, reset, GOAWAY--+
+
+    RESERVED   counted in `_reserved` only; no stream id yet
+    OPEN       a `Stream` in `_streams` under its id; sending the request,
+               then waiting for the response head
+    BODY       in `_streams`; the caller reads the body at its own pace
+    RELEASED   out of `_streams`; `on_release(conn)` has been called
+
+Rules:
+1. `_reserved + len(_streams)` is what counts against the server's
+   SETTINGS_MAX_CONCURRENT_STREAMS; `is_available()` says yes only while it
+   is below the limit, no GOAWAY was received and the connection is open.
+   If the server lowers its limit, requests already holding a slot wait in
+   `handle_request` until enough streams end (bounded by the pool timeout).
+2. A reservation becomes a table entry synchronously (no await between
+   taking the id and sending HEADERS), and every slot is given back in a
+   `finally`/`except BaseException` by exactly one call of `release`, which
+   resets the stream on the wire if neither side finished it and hands its
+   unconsumed bytes back to the connection window.
+3. Events never remove streams; they only record facts on them (head, data,
+   end, error: the `receive_*` methods below) and wake the one task waiting
+   on that stream. The stream's owner (the request task, then the body
+   consumer, `H2Body`) releases it.
+4. Received data is acknowledged to the server only as the consumer takes
+   it (h2 batches the WINDOW_UPDATEs), so an unread response is bounded by
+   the stream window. Bytes of a released stream are acknowledged at once.
+5. Whenever capacity may have grown (a stream released, SETTINGS raised the
+   limit) or shrunk (GOAWAY), `on_release(conn)` tells the pool, so its
+   waiters are served or sent elsewhere (never stranded, httpx#1216).
+6. After GOAWAY no stream is opened; streams above its last-stream-id fail
+   with RequestNotProcessed (the pool resends them), the others finish, and
+   the connection closes when the last one is released.
+7. A stream is *complete* once it has its head and the server ended it;
+   nothing that happens to the connection afterwards fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .._exceptions import (
+    HyperHTTPError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    StreamReset,
+    WriteTimeout,
+)
+from .._proto.http2 import ErrorCodes, error_name
+from .signals import RequestNotProcessed, StaleConnection
+
+if TYPE_CHECKING:
+    from .._models import Response
+    from .http2 import HTTP2Connection
+
+Fields = list[tuple[bytes, bytes]]
+
+
+def wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+async def wait_for(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None
+) -> None:
+    """Await `fut`; TimeoutError after `timeout` seconds (None: no limit).
+    Cheaper than asyncio.wait_for: no task, one timer."""
+    handle = None if timeout is None else loop.call_later(timeout, _expire, fut)
+    try:
+        await fut
+    finally:
+        if handle is not None:
+            handle.cancel()
+
+
+class Stream:
+    """What the connection knows of one stream; see the module docstring."""
+
+    __slots__ = (
+        "chunks",
+        "error",
+        "head",
+        "id",
+        "local_closed",
+        "remote_closed",
+        "saw_bytes",
+        "trailers",
+        "unacked",
+        "waiter",
+    )
+
+    def __init__(self, stream_id: int) -> None:
+        self.id = stream_id
+        self.head: Fields | None = None
+        self.chunks: deque[bytes] = deque()
+        self.unacked = 0  # flow-controlled bytes received, not yet consumed
+        self.trailers: Fields | None = None
+        self.local_closed = False  # we sent END_STREAM (or reset)
+        self.remote_closed = False  # the server sent END_STREAM (or reset)
+        self.saw_bytes = False
+        self.error: HyperHTTPError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def is_complete(self) -> bool:
+        """Head received and ended by the server (rule 7)."""
+        return self.remote_closed and self.head is not None
+
+    def is_taking_body(self) -> bool:
+        """Head received, body still open and nothing went wrong: a plain
+        DATA frame can be filed without h2 (the DATA fast path)."""
+        return (
+            self.head is not None
+            and self.trailers is None
+            and self.error is None
+            and not self.remote_closed
+        )
+
+    async def wait(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None, *, reading: bool, peer: str
+    ) -> None:
+        """Until an event wakes this stream. After `timeout` seconds:
+        ReadTimeout, or WriteTimeout when not `reading` (waiting for the
+        server's flow-control credit)."""
+        fut = self.waiter = loop.create_future()
+        try:
+            await wait_for(loop, fut, timeout)
+        except TimeoutError:
+            assert timeout is not None
+            if reading:
+                raise ReadTimeout(
+                    f"no data from {peer} on stream {self.id} for {timeout:.3g}s (read timeout)"
+                ) from None
+            raise WriteTimeout(
+                f"{peer} gave no flow-control credit for stream {self.id} in "
+                f"{timeout:.3g}s (write timeout)"
+            ) from None
+        finally:
+            self.waiter = None
+
+    def receive_head(self, headers: Fields) -> None:
+        self.head = headers
+        self.saw_bytes = True
+        wake(self.waiter)
+
+    def receive_data(self, data: bytes, flow_controlled: int, end_stream: bool) -> None:
+        if data:
+            self.chunks.append(data)
+        self.unacked += flow_controlled
+        self.saw_bytes = True
+        if end_stream:
+            self.remote_closed = True
+        wake(self.waiter)
+
+    def receive_end(self) -> None:
+        self.remote_closed = True
+        wake(self.waiter)
+
+    def receive_reset(self, code: int, *, remote: bool, peer: str) -> None:
+        """The stream was reset, by the server (`remote`) or by h2 because
+        the server broke a rule on it."""
+        complete = self.is_complete()
+        self.local_closed = self.remote_closed = True
+        if complete:
+            pass  # the response is whole; the server only stops our upload
+        elif code == ErrorCodes.REFUSED_STREAM and self.head is None:
+            self.error = RequestNotProcessed(f"{peer} refused stream {self.id} (REFUSED_STREAM)")
+        elif not remote:
+            self.error = RemoteProtocolError(
+                f"{peer} sent an invalid response on stream {self.id}; "
+                f"reset with {error_name(code)}"
+            )
+        else:
+            self.error = StreamReset(
+                f"{peer} reset stream {self.id} with {error_name(code)}", error_code=code
+            )
+        wake(self.waiter)
+
+    def not_processed(self, why: str) -> None:
+        """The server said it will not process this stream (GOAWAY)."""
+        self.error = RequestNotProcessed(f"{why} before processing stream {self.id}")
+        wake(self.waiter)
+
+    def connection_lost(
+        self, error: HyperHTTPError | None, *, goaway_code: int, reused: bool, peer: str
+    ) -> None:
+        """The connection closed (with `error`, or None for a plain close by
+        the server) under this stream; a complete or failed one is kept."""
+        if self.error is not None or self.is_complete():
+            return
+        if error is not None:
+            self.error = error
+        elif goaway_code:
+            self.error = RemoteProtocolError(
+                f"{peer} closed the connection after GOAWAY "
+                f"({error_name(goaway_code)}) with stream {self.id} unfinished"
+            )
+        elif not self.saw_bytes and reused:
+            self.error = StaleConnection(
+                f"{peer} closed the HTTP/2 connection before answering stream {self.id}"
+            )
+        else:
+            self.error = ReadError(f"{peer} closed the connection with stream {self.id} unfinished")
+        wake(self.waiter)
+
+
+class H2Body:
+    """The response stream of one HTTP/2 exchange (an async iterator); it
+    owns the stream's slot once the head is returned (rule 3)."""
+
+    __slots__ = ("_conn", "_read_timeout", "_st", "response")
+
+    def __init__(self, conn: HTTP2Connection, st: Stream, read_timeout: float | None) -> None:
+        self._conn = conn
+        self._st = st
+        self._read_timeout = read_timeout
+        self.response: Response | None = None  # gets the trailers
+
+    def __aiter__(self) -> H2Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._conn.next_chunk(self._st, self._read_timeout, self.response)
+
+    async def aclose(self) -> None:
+        self._conn.release(self._st)
