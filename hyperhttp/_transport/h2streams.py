@@ -239,3 +239,6 @@ class H2Body:
 
     async def aclose(self) -> None:
         self._conn.release(self._st)
+        # Response.stream is this body: drop the way back, or every response
+        # is a reference cycle left to the garbage collector.
+        self.response = None
