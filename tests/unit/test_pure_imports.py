@@ -33,6 +33,7 @@ PURE_MODULES = [
     "hyperhttp._cookies",
     "hyperhttp._decoders",
     "hyperhttp._proxy",
+    "hyperhttp._noproxy",
     "hyperhttp.errors",
     "hyperhttp.errors.classify",
     "hyperhttp.errors.retry",
