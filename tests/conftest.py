@@ -35,7 +35,7 @@ pytest_plugins = ["tests.support.fixtures"]
 #   never used on a request path; tests call them from async tests.
 ALLOWED_TO_BLOCK = [
     ("hyperhttp/_tls.py", {"create_ssl_context"}),
-    ("hyperhttp/_multipart.py", {"_path_source"}),
+    ("hyperhttp/_multipart_io.py", {"_path_source"}),
     ("hyperhttp/shared/_launch.py", {"launch", "stop", "spawn"}),
     ("hyperhttp/shared/_connect.py", {"fleet_status", "stop_coordinator"}),
 ]

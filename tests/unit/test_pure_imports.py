@@ -30,6 +30,7 @@ PURE_MODULES = [
     "hyperhttp._proto.http11",
     "hyperhttp._auth",
     "hyperhttp._multipart",
+    "hyperhttp._multipart_io",
     "hyperhttp._cookies",
     "hyperhttp._decoders",
     "hyperhttp._proxy",
