@@ -56,7 +56,7 @@ def fleet_part(server: DemoServer, say: Print, *, workers: int, cap: int, reques
                 )
                 for _ in range(workers)
             ]
-            victim = procs[0]
+            victim = procs[0]  # replaced by the worker holding most leases at KILL_AT
             killed = False
             while any(p.poll() is None for p in procs) and time.monotonic() - started < 30:
                 time.sleep(0.5)
@@ -68,7 +68,11 @@ def fleet_part(server: DemoServer, say: Print, *, workers: int, cap: int, reques
                         f"{server.counts.peak} (cap {cap}); fleet leases {held} "
                         f"by pid {dict(sorted(leases.items()))}")
                 if not killed and elapsed >= KILL_AT:
-                    victim_leases = _leases_by_pid(fleet_status(coord.address)).get(victim.pid, 0)
+                    leases = _leases_by_pid(fleet_status(coord.address))
+                    by_pid = {p.pid: p for p in procs if p.poll() is None}
+                    holder = max(by_pid, key=lambda pid: leases.get(pid, 0), default=victim.pid)
+                    victim = by_pid.get(holder, victim)
+                    victim_leases = leases.get(victim.pid, 0)
                     os.kill(victim.pid, signal.SIGKILL)
                     killed = True
                     kill_time = time.monotonic()
@@ -81,7 +85,9 @@ def fleet_part(server: DemoServer, say: Print, *, workers: int, cap: int, reques
                             break
                         time.sleep(0.01)
             totals = {"ok": 0, "failed": 0}
-            for proc in procs[1:]:
+            for proc in procs:
+                if proc is victim:
+                    continue
                 out, _ = proc.communicate(timeout=30)
                 line = out.strip().splitlines()[-1] if out.strip() else "{}"
                 for key, value in json.loads(line).items():
