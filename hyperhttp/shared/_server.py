@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 __all__ = ["CoordinatorServer", "ServerConfig"]
 
 log = logging.getLogger("hyperhttp.shared.coordinator")
+# How long a killed worker's slots wait before they are handed on: the
+# upstream must first see its connections close. Well inside fleet.md's
+# "reclaimed within a second".
+DEAD_HOLDER_GRACE = 0.15
 
 _ORIGIN = re.compile(r"^(\[[0-9A-Za-z:.%_-]+\]|[^\s\[\]/:@]+):\d{1,5}$")
 _MAX_WRITE_BUFFER = 4 * 1024 * 1024
@@ -419,12 +423,26 @@ class CoordinatorServer:
         if self._channels.pop(ch.conn, None) is None:
             return
         now = self._clock()
-        self._granted(self.leases.drop(ch.conn))
+        if self.leases.held_by(ch.conn):
+            # A worker gone while holding connections (killed: a clean close
+            # releases first). The kernel closed its sockets, but the upstream
+            # server sees those closes a moment later; handing the slots on at
+            # once let the server count the dead worker's connections and
+            # their replacements together (cap + held, measured by the demo).
+            asyncio.get_running_loop().call_later(
+                DEAD_HOLDER_GRACE, self._reclaim, ch.conn
+            )
+        else:
+            self._granted(self.leases.drop(ch.conn))
         for key in self.breakers.drop(ch.conn, now):
             self._publish_breaker(key, now)
         self._answer_dns(self.dns.drop(ch.conn))
         if not self._channels:
             self._idle_since = now
+        self._write_heartbeat()
+
+    def _reclaim(self, conn: int) -> None:
+        self._granted(self.leases.drop(conn))
         self._write_heartbeat()
 
     def _granted(self, grants: list[Grant]) -> None:
