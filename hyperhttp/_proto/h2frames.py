@@ -1,4 +1,4 @@
-"""The HTTP/2 DATA fast path (sans-I/O).
+"""The HTTP/2 DATA and request HEADERS fast paths (sans-I/O).
 
 A response body arrives as DATA frames, by far the most common frame. h2
 handles each through a frame object, a debug repr of it (computed even with
@@ -12,6 +12,16 @@ logging off), state-machine events and three copies of the payload. Here:
   stream is anything but open, it declines, and the frame goes to h2, which
   then does exactly what it always does (errors included).
 
+Opening a request stream, h2 re-encodes header names and values it is given
+as bytes already, builds frame objects, and counts its open streams by
+walking all of them (pruning the closed ones) on every request.
+`send_request_headers_fast` does what h2's `send_headers` does to h2's state
+for a new client stream, and queues the same frame bytes; the walk (and its
+pruning) is left to h2, which does it whenever the fast path declines,
+at the latest once `_PRUNE_AT` streams are kept. Streams opened this way
+also remember which received header blocks passed h2's checks
+(`_CheckedStream`), so a response head seen before is not checked again.
+
 The one observable difference from handing every byte to h2 at once is that
 the frames before a DATA frame are handed over (and their events filed)
 before it, as if the bytes had arrived in two reads; see
@@ -23,6 +33,7 @@ Nothing here touches a socket or the event loop.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import h2.connection
 import h2.stream
@@ -53,6 +64,149 @@ def _has_fast_data_internals() -> bool:
 
 
 FAST_DATA = _has_fast_data_internals()
+
+
+def _has_fast_headers_internals() -> bool:
+    # Likewise for `send_request_headers_fast`.
+    try:
+        conn = h2.connection.H2Connection()
+        probe = h2.stream.H2Stream(1, conn.config, 65535, 65535)
+        return (
+            isinstance(getattr(conn, "_data_to_send", None), bytearray)
+            and isinstance(getattr(conn, "highest_outbound_stream_id", None), int)
+            and hasattr(probe, "_authority")
+            and hasattr(probe, "request_method")
+            and hasattr(probe, "max_outbound_frame_size")
+            and callable(getattr(probe, "_process_received_headers", None))
+        )
+    except Exception:  # any failure means: use h2's own path
+        return False
+
+
+FAST_HEADERS = _has_fast_headers_internals()
+# h2 keeps closed streams in `conn.streams` until it next counts its open
+# ones; the fast path, which does not count, hands over to h2 at this size.
+_PRUNE_AT = 128
+# Where h2's connection state machine takes a client's HEADERS without an
+# event (its process_input below makes the transition, as h2's would).
+_SENDING_STATES = frozenset({h2.connection.ConnectionState.IDLE, _CLIENT_OPEN})
+_SEND_HEADERS_CONN = h2.connection.ConnectionInputs.SEND_HEADERS
+_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+
+
+# Received header blocks that passed h2's normalisation and checks, by
+# (validation flags, fields, field types): both are pure functions of those.
+_CHECKED: dict[tuple[object, ...], tuple[Any, ...]] = {}
+_CHECKED_SIZE = 128
+
+
+class _CheckedStream(h2.stream.H2Stream):
+    """h2's stream, taking the result of h2's checks of a received header
+    block from `_CHECKED` when the same block passed them before (servers
+    send one response head many times). A block that fails is never kept:
+    h2 refuses it again, the same way."""
+
+    def _process_received_headers(
+        self, headers: Any, header_validation_flags: Any, header_encoding: Any
+    ) -> list[Any]:
+        if header_encoding is not None or type(headers) is not list:
+            return super()._process_received_headers(
+                headers, header_validation_flags, header_encoding
+            )
+        config = self.config
+        key = (
+            header_validation_flags,
+            config.normalize_inbound_headers,
+            config.validate_inbound_headers,
+            tuple(headers),
+            tuple(map(type, headers)),
+        )
+        hit = _CHECKED.get(key)
+        if hit is not None:
+            return list(hit)
+        out = super()._process_received_headers(headers, header_validation_flags, header_encoding)
+        if len(_CHECKED) >= _CHECKED_SIZE:
+            _CHECKED.clear()
+        _CHECKED[key] = tuple(out)
+        return out
+
+
+def has_queued(conn: h2.connection.H2Connection) -> bool:
+    """Whether h2 has bytes for `data_to_send()` (True when this h2 lacks
+    the internals to tell)."""
+    return bool(conn._data_to_send) if FAST_HEADERS else True
+
+
+def acknowledge_data(conn: h2.connection.H2Connection, size: int, stream_id: int) -> bool:
+    """h2's `acknowledge_received_data`; True when it queued a WINDOW_UPDATE
+    (or, with an h2 lacking the internals to tell, may have)."""
+    before = len(conn._data_to_send) if FAST_HEADERS else -1
+    conn.acknowledge_received_data(size, stream_id)
+    return before < 0 or len(conn._data_to_send) != before
+
+
+def _frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
+
+
+def send_request_headers_fast(
+    conn: h2.connection.H2Connection,
+    stream_id: int,
+    headers: list[tuple[bytes, bytes]],
+    end_stream: bool,
+) -> bool:
+    """Open client stream `stream_id` with `headers` as h2's `send_headers`
+    would: the same state changes, the same frames queued in
+    `data_to_send()`. False (and nothing changed) when h2 must do it.
+
+    `headers` must hold bytes only (h2 would pass them through unchanged)
+    and the connection must have outbound validation and normalisation off.
+    """
+    config = conn.config
+    streams = conn.streams
+    if (
+        not FAST_HEADERS
+        or not config.client_side
+        or config.validate_outbound_headers
+        or config.normalize_outbound_headers
+        or conn.state_machine.state not in _SENDING_STATES
+        or conn.max_outbound_frame_size <= 0
+        or stream_id in streams
+        or stream_id <= conn.highest_outbound_stream_id
+        or not stream_id % 2
+        # h2 counts the open streams among these and refuses the one past
+        # the peer's limit: below it, h2 could only have accepted.
+        or len(streams) + 1 > min(conn.remote_settings.max_concurrent_streams, _PRUNE_AT)
+    ):
+        return False
+    conn.state_machine.process_input(_SEND_HEADERS_CONN)
+    # What h2's _begin_new_stream does once its checks (above) pass.
+    stream = _CheckedStream(
+        stream_id,
+        config=config,
+        inbound_window_size=conn.local_settings.initial_window_size,
+        outbound_window_size=conn.remote_settings.initial_window_size,
+    )
+    stream.max_outbound_frame_size = conn.max_outbound_frame_size
+    streams[stream_id] = stream
+    conn.highest_outbound_stream_id = stream_id
+    stream.state_machine.process_input(_SEND_HEADERS)
+    block = conn.encoder.encode(headers)
+    if end_stream:
+        stream.state_machine.process_input(_SEND_END_STREAM)
+    if stream._authority is None:
+        stream._authority = next((v for n, v in headers if n == b":authority"), None)
+    stream.request_method = next((v for n, v in headers if n == b":method"), None)
+    size = stream.max_outbound_frame_size or 0
+    first, rest = block[:size], block[size:]
+    flags = (_END_STREAM if end_stream else 0) | (0 if rest else _END_HEADERS)
+    out = [_frame_head(len(first), _HEADERS, flags, stream_id), first]
+    while rest:
+        piece, rest = rest[:size], rest[size:]
+        out += (_frame_head(len(piece), _CONTINUATION, 0 if rest else _END_HEADERS, stream_id), piece)
+    conn._data_to_send += b"".join(out)
+    return True
 
 
 def receive_data_fast(

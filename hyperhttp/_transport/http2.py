@@ -6,8 +6,11 @@ Request tasks and body consumers only wait on their own stream's future, so
 no reader task and no task switch sits between the socket and a stream.
 
 The stream table (slots, their states and the rules every change keeps) is
-described in h2streams.py, with the per-stream transitions; the DATA fast
-path (frames split here, plain DATA filed without h2) in _proto/h2frames.py.
+described in h2streams.py, with the per-stream transitions; the DATA and
+request HEADERS fast paths (frames split here, plain DATA filed without h2;
+request heads queued without h2's send_headers) in _proto/h2frames.py.
+While several streams are in flight, what h2 queues for them is written
+once per loop turn (`_flush_soon`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._models import Request, Response
-from .._proto.h2frames import FrameSplitter, receive_data_fast
+from .._proto.h2frames import (
+    FrameSplitter,
+    acknowledge_data,
+    has_queued,
+    receive_data_fast,
+    send_request_headers_fast,
+)
 from .._proto.http2 import (
     CONNECTION_WINDOW,
     STREAM_WINDOW,
@@ -72,6 +81,7 @@ class HTTP2Connection:
         stream_window: int = STREAM_WINDOW,
         connection_window: int = CONNECTION_WINDOW,
         fast_data: bool = True,
+        fast_headers: bool = True,
     ) -> None:
         self.origin = origin
         self.peer = stream.peer
@@ -100,7 +110,11 @@ class HTTP2Connection:
         # Plain DATA frames skip h2 (see _proto/h2frames.py) unless this h2
         # lacks the internals that needs, or `fast_data` is False.
         self._frames = FrameSplitter(enabled=fast_data)
+        # Request HEADERS are queued without h2's send_headers (see
+        # _proto/h2frames.py) unless `fast_headers` is False.
+        self._fast_headers = fast_headers
         self._notify = False  # set while a read is filed: the pool should look again
+        self._flush_scheduled = False
         stream.on_data = self._on_data
         self._flush()
         if stream.has_buffered_data() or stream.at_eof:
@@ -215,7 +229,11 @@ class HTTP2Connection:
         h2c = self._h2
         try:
             stream_id = h2c.get_next_available_stream_id()
-            h2c.send_headers(stream_id, headers, end_stream=end_stream)
+            if not (
+                self._fast_headers
+                and send_request_headers_fast(h2c, stream_id, headers, end_stream)
+            ):
+                h2c.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.NoAvailableStreamIDError:
             self._goaway = (0, 0)  # ids exhausted: behave as after GOAWAY
             raise RequestNotProcessed(
@@ -233,7 +251,7 @@ class HTTP2Connection:
             self._reserved -= 1
         self._streams[stream_id] = st
         self.requests_served += 1
-        self._flush()
+        self._flush_soon(len(self._streams) > 1)
         return st
 
     async def _send_body(self, st: Stream, request: Request, write_timeout: float | None) -> None:
@@ -320,8 +338,9 @@ class HTTP2Connection:
         size = st.unacked
         if size and not self._closed:
             st.unacked = 0
-            self._h2.acknowledge_received_data(size, st.id)
-            self._flush()
+            # Credit goes out at once: the server may be waiting for it.
+            credit = acknowledge_data(self._h2, size, st.id)
+            self._flush_soon(len(self._streams) > 1 and not credit)
 
     # --- waiting --------------------------------------------------------------
     async def _wait_for_capacity(self, pool_timeout: float | None) -> None:
@@ -378,7 +397,7 @@ class HTTP2Connection:
                 # Its bytes will never be read: give the connection credit back.
                 h2c.acknowledge_received_data(st.unacked, st.id)
                 st.unacked = 0
-            self._flush()
+            self._flush_soon(bool(self._streams))
         st.chunks.clear()
         self._blocked.discard(st)
         if not self._streams:
@@ -570,6 +589,22 @@ class HTTP2Connection:
             pass
         self._close_transport()
         self._on_release(self)
+
+    def _flush_soon(self, others_in_flight: bool) -> None:
+        """Write what h2 has queued: now when this is the only stream, else
+        once at the end of this loop turn. Streams woken by one read then
+        share one write (one TLS record, one syscall) instead of one each;
+        every write still goes out in h2's order, and any `_flush` before
+        then takes the queued bytes along."""
+        if not others_in_flight:
+            self._flush()
+        elif not self._flush_scheduled and has_queued(self._h2):
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()

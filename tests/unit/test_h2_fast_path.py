@@ -1,5 +1,5 @@
-"""The HTTP/2 DATA fast path (hyperhttp/_proto/h2frames.py) against h2's own
-path, and the HPACK caches of hyperhttp/_proto/http2.py against plain hpack.
+"""The HTTP/2 DATA and request HEADERS fast paths (hyperhttp/_proto/h2frames.py)
+against h2's own path, the write batching of HTTP2Connection, and the HPACK caches of hyperhttp/_proto/http2.py against plain hpack.
 
 The differential half drives a real HTTP2Connection over an in-memory
 socket, once with the fast path and once without, feeds both the same
@@ -21,6 +21,7 @@ from typing import Any, cast
 import hpack
 import pytest
 import uvloop
+from h2.stream import H2Stream
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 from hpack.exceptions import OversizedHeaderListError
 from hyperframe.frame import (
@@ -40,8 +41,14 @@ from hypothesis import strategies as st
 from hyperhttp._backends.stream import SocketStream
 from hyperhttp._config import Timeout
 from hyperhttp._models import Request
-from hyperhttp._proto.h2frames import FAST_DATA, receive_data_fast
-from hyperhttp._proto.http2 import MAX_FRAME_SIZE, new_client_connection
+from hyperhttp._proto.h2frames import (
+    _CHECKED,
+    FAST_DATA,
+    FAST_HEADERS,
+    receive_data_fast,
+    send_request_headers_fast,
+)
+from hyperhttp._proto.http2 import MAX_FRAME_SIZE, build_request_headers, new_client_connection
 from hyperhttp._transport.http2 import HTTP2Connection
 
 # --- server bytes ---------------------------------------------------------------
@@ -258,6 +265,7 @@ class Outcome:
     sent: tuple[tuple[Any, ...], ...]  # frames the client wrote after its request
     closed: bool
     window: int  # h2's receive window left on the connection
+    request: bytes  # what the client wrote for its request
     h2_saw: bytes  # every byte handed to h2 after the preface
 
 
@@ -298,6 +306,7 @@ async def exchange(reads: list[bytes], *, fast: bool) -> Outcome:
         stream_window=STREAM_WINDOW,
         connection_window=1 << 20,
         fast_data=fast,
+        fast_headers=fast,
     )
     h2c = conn._h2
     saw: list[bytes] = []
@@ -342,6 +351,7 @@ async def exchange(reads: list[bytes], *, fast: bool) -> Outcome:
         sent=_describe(bytes(sock.written[start:])),
         closed=conn.is_closed(),
         window=h2c.inbound_flow_control_window,
+        request=bytes(sock.written[before:start]),
         h2_saw=b"".join(saw),
     )
 
@@ -353,7 +363,7 @@ def same_but_h2_input(a: Outcome, b: Outcome) -> bool:
 # --- the differential tests ---------------------------------------------------------
 def test_this_h2_has_what_the_fast_path_needs() -> None:
     # Otherwise every test below compares h2's path with itself.
-    assert FAST_DATA
+    assert FAST_DATA and FAST_HEADERS
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -614,3 +624,339 @@ def test_decoder_cache_refuses_what_a_lower_limit_refused_first() -> None:
         with pytest.raises(OversizedHeaderListError):
             decoder.decode(block, raw=True)
     assert not decoder._fields
+
+
+# --- the request HEADERS fast path ------------------------------------------------
+def _describe_state(value: Any, depth: int = 0) -> Any:
+    """A comparable picture of h2's objects (attributes, recursively)."""
+    assert depth < 8
+    if isinstance(value, dict):
+        return {k: _describe_state(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(_describe_state(v, depth + 1) for v in value)
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        # The fast path's streams are h2's, with a cache of h2's checks.
+        name = "H2Stream" if isinstance(value, H2Stream) else type(value).__name__
+        return (
+            name,
+            {
+                k: _describe_state(v, depth + 1)
+                for k, v in vars(value).items()
+                if k not in ("config", "_data_to_send")
+            },
+        )
+    return value
+
+
+def _h2_picture(h2c: Any) -> Any:
+    """h2's state as a caller or the server can ever notice it. A closed
+    stream still in `streams` counts as the same as one h2 pruned: h2 prunes
+    only when it next counts open streams, which the fast path leaves to it."""
+    closed = dict(h2c._closed_streams)
+    live = {}
+    for sid, stream in h2c.streams.items():
+        if stream.closed:
+            closed[sid] = stream.closed_by
+        else:
+            live[sid] = _describe_state(stream)
+    return (
+        h2c.state_machine.state,
+        h2c.highest_outbound_stream_id,
+        h2c.highest_inbound_stream_id,
+        live,
+        closed,
+        _describe_state(h2c.encoder.header_table),
+        _describe_state(h2c._inbound_flow_control_window_manager),
+        h2c.outbound_flow_control_window,
+    )
+
+
+def _request(method: str, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    fields = [(n, n.lower(), v) for n, v in extra]
+    return build_request_headers(method, "https", "example.com", "/p?q=1", fields)
+
+
+REQUESTS = [
+    _request("GET", []),
+    _request("GET", [("accept", "*/*"), ("user-agent", "t")]),
+    _request("HEAD", [("accept", "*/*")]),
+    _request("POST", [("authorization", "Bearer x"), ("cookie", "a=1"), ("x-n", "2")]),
+    _request("GET", [("x-big", "v" * 40000)]),  # HEADERS + CONTINUATION frames
+    _request("GET", [("x-big", "w" * 16370)]),  # about one frame exactly
+    _request("GET", [("Host", "other.example:8443"), ("x-new", "1")]),
+]
+
+
+# Response heads (and, second time on a stream, trailers): valid and not.
+ANSWERS: list[Fields] = [
+    [(":status", "200")],
+    [(":status", "200"), ("content-length", "5")],
+    [(":status", "204"), ("cookie", "a=1"), ("cookie", "b=2")],
+    [(":status", "100")],
+    [(":status", "200"), ("X-Upper", "1")],
+    [(":status", "200"), ("connection", "close")],
+    [(":status", "200"), ("te", "gzip")],
+    [("x-a", "1"), (":status", "200")],
+    [(":status", "200"), (":status", "200")],
+    [(":status", "200"), (":path", "/")],
+    [(":status", "200"), ("x-bad", " padded ")],
+    [(":status", "200"), ("", "empty-name")],
+    [(":status", "200"), ("x-nl", "a\nb")],
+    [("x-t", "1")],
+    [],
+]
+
+
+def _server(sid: int, fields: Fields, end: bool, encoder: hpack.Encoder) -> bytes:
+    frame = HeadersFrame(sid, flags=["END_HEADERS", *(["END_STREAM"] if end else [])])
+    frame.data = encoder.encode(fields)
+    return bytes(frame.serialize())
+
+
+def _settings(**values: int) -> bytes:
+    codes = {"max_concurrent": 3, "table": 1, "window": 4, "frame": 5}
+    frame = SettingsFrame(0, settings={codes[k]: v for k, v in values.items()})
+    return bytes(frame.serialize())
+
+
+# (op, argument): open a stream with REQUESTS[i] (ending it or not); the
+# server answers the i-th open stream (a plain or HEAD-sized response, with
+# or without END_STREAM); we reset it; new server SETTINGS; GOAWAY; we close.
+Op = tuple[str, Any]
+OPS = st.one_of(
+    st.tuples(st.just("open"), st.tuples(st.integers(0, len(REQUESTS) - 1), st.booleans())),
+    st.tuples(st.just("answer"), st.tuples(st.integers(0, 7), st.integers(0, 2 * len(ANSWERS) - 1))),
+    st.tuples(st.just("reset"), st.integers(0, 7)),
+    st.tuples(
+        st.just("settings"),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "max_concurrent": st.sampled_from([0, 1, 2, 5, 130, 2**31 - 1]),
+                "table": st.sampled_from([0, 64, 4096]),
+                "frame": st.sampled_from([16384, 20000]),
+                "window": st.sampled_from([0, 65535]),
+            },
+        ),
+    ),
+    st.tuples(st.just("goaway"), st.integers(0, 9)),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+def _open(h2c: Any, fields: list[tuple[bytes, bytes]], end: bool, *, fast: bool) -> Any:
+    try:
+        sid = h2c.get_next_available_stream_id()
+        if not (fast and send_request_headers_fast(h2c, sid, fields, end)):
+            h2c.send_headers(sid, fields, end_stream=end)
+    except Exception as exc:
+        return _error(exc)
+    return sid
+
+
+def _apply(h2c: Any, op: Op, wire: bytes | None, *, fast: bool) -> Any:
+    """One step on one connection; what a caller sees of it."""
+    kind, arg = op
+    try:
+        if kind == "open":
+            return _open(h2c, REQUESTS[arg[0]], arg[1], fast=fast)
+        if kind == "reset":
+            h2c.reset_stream(arg, 8)
+            return None
+        if kind == "close":
+            h2c.close_connection()
+            return None
+        assert wire is not None
+        return [repr(event) for event in h2c.receive_data(wire)]
+    except Exception as exc:
+        return _error(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(OPS, min_size=1, max_size=14))
+def test_request_headers_fast_path_matches_h2(ops: list[Op]) -> None:
+    """Any history of requests, answers, resets, settings, GOAWAY and close:
+    the same results, the same bytes queued, the same h2 state."""
+    slow, fast = new_client_connection(), new_client_connection()
+    server = hpack.Encoder()
+    for h2c in (slow, fast):
+        h2c.receive_data(PREFACE)
+    assert slow.data_to_send() == fast.data_to_send()
+    opened: list[int] = []
+    for op in ops:
+        kind, arg = op
+        wire = None
+        if kind == "answer":
+            index, shape = arg
+            sid = opened[index % len(opened)] if opened else 1
+            wire = _server(sid, ANSWERS[shape // 2], bool(shape & 1), server)
+        elif kind == "reset":
+            op = (kind, opened[arg % len(opened)] if opened else 1)
+        elif kind == "settings":
+            wire = _settings(**arg)
+        elif kind == "goaway":
+            wire = goaway(2 * arg + 1)
+        got_slow = _apply(slow, op, wire, fast=False)
+        got_fast = _apply(fast, op, wire, fast=True)
+        assert got_fast == got_slow
+        if kind == "open" and isinstance(got_slow, int):
+            opened.append(got_slow)
+        assert fast.data_to_send() == slow.data_to_send()
+        assert _h2_picture(fast) == _h2_picture(slow)
+
+
+def test_request_headers_fast_path_is_taken_and_then_answered_the_same() -> None:
+    # A HEAD answered with a Content-Length and no body is fine, and DATA after
+    # it is not: h2 knows the method from the fast path too.
+    for fields in REQUESTS:
+        slow, fast = new_client_connection(), new_client_connection()
+        server = hpack.Encoder()
+        for h2c in (slow, fast):
+            h2c.receive_data(PREFACE)
+            h2c.data_to_send()
+        assert send_request_headers_fast(fast, 1, fields, True)
+        slow.send_headers(1, fields, end_stream=True)
+        assert fast.data_to_send() == slow.data_to_send()
+        answer = _server(1, [(":status", "200"), ("content-length", "5")], False, server)
+        answer += data(1, b"hello", end=True)
+        seen = [_apply(h2c, ("answer", None), answer, fast=False) for h2c in (slow, fast)]
+        assert seen[0] == seen[1]
+        assert ("InvalidBodyLengthError" in str(seen[0])) == (fields[0][1] == b"HEAD")
+
+
+def test_request_headers_fast_path_declines_what_h2_decides() -> None:
+    h2c = new_client_connection()
+    h2c.receive_data(PREFACE + _settings(max_concurrent=1))
+    fields = REQUESTS[0]
+    before = _h2_picture(h2c), bytes(h2c._data_to_send)
+    assert not send_request_headers_fast(h2c, 2, fields, True)  # an even id
+    assert send_request_headers_fast(h2c, 3, fields, True)
+    middle = _h2_picture(h2c), bytes(h2c._data_to_send)
+    assert middle != before
+    assert not send_request_headers_fast(h2c, 1, fields, True)  # lower than 3
+    assert not send_request_headers_fast(h2c, 5, fields, True)  # over the limit
+    h2c.close_connection()
+    h2c.data_to_send()
+    after = _h2_picture(h2c)
+    assert not send_request_headers_fast(h2c, 7, fields, True)  # closed
+    assert _h2_picture(h2c) == after and not h2c.data_to_send()
+
+
+def test_closed_streams_are_still_pruned_by_h2() -> None:
+    # The fast path does not walk h2's streams; h2 does, whenever the fast
+    # path hands over, so closed streams never pile up.
+    h2c = new_client_connection()
+    server = hpack.Encoder()
+    h2c.receive_data(PREFACE)
+    for _ in range(600):
+        sid = _open(h2c, REQUESTS[0], True, fast=True)
+        assert isinstance(sid, int)
+        h2c.receive_data(_server(sid, [(":status", "204")], True, server))
+        assert len(h2c.streams) <= 128
+    assert h2c._closed_streams
+
+
+# --- write batching ----------------------------------------------------------------
+class CountingSocket(FakeSocket):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, payload: bytes) -> None:
+        self.writes.append(bytes(payload))
+        super().write(payload)
+
+
+async def test_requests_started_together_share_one_write() -> None:
+    sock = CountingSocket()
+    conn = HTTP2Connection(("https", "h", 443, ""), cast(SocketStream, sock), lambda _c: None)
+    sock.feed(PREFACE)
+    await conn.start(Timeout(1.0))
+    for _ in range(4):
+        conn.reserve_stream()
+    first = asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
+    await asyncio.sleep(0)
+    # Alone on the connection: written at once, in the request's own step.
+    assert [f[0] for f in _describe(sock.writes[-1])] == ["HeadersFrame"]
+    count = len(sock.writes)
+    rest = [
+        asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0)  # all three open their streams in this loop turn
+    await asyncio.sleep(0)  # and their HEADERS leave in the next one, together
+    assert len(sock.writes) == count + 1
+    assert [(f[0], f[1]) for f in _describe(sock.writes[-1])] == [
+        ("HeadersFrame", 3),
+        ("HeadersFrame", 5),
+        ("HeadersFrame", 7),
+    ]
+    for task in (first, *rest):
+        task.cancel()
+    await asyncio.gather(first, *rest, return_exceptions=True)
+    assert conn.is_idle()
+    # The cancelled streams were reset, in order, and nothing was lost.
+    resets = [f for w in sock.writes[count + 1 :] for f in _describe(w)]
+    assert sorted(f[1] for f in resets if f[0] == "RstStreamFrame") == [1, 3, 5, 7]
+
+
+def _answer_on_fresh_pair(fields: Fields, *, as_trailers: bool) -> None:
+    """One answer on a new stream of a fresh pair of connections (h2's own
+    path and the fast one); everything seen must be the same."""
+    slow, fast = new_client_connection(), new_client_connection()
+    for h2c in (slow, fast):
+        h2c.receive_data(PREFACE)
+    assert _open(fast, REQUESTS[0], True, fast=True) == _open(slow, REQUESTS[0], True, fast=False)
+    assert type(fast.streams[1]) is not type(slow.streams[1])  # really the fast path's
+    server = hpack.Encoder()
+    wire = b""
+    if as_trailers:
+        wire = _server(1, ANSWERS[0], False, server)
+    wire += _server(1, fields, True, server)
+    seen = [_apply(h2c, ("answer", None), wire, fast=False) for h2c in (slow, fast)]
+    assert seen[0] == seen[1]
+    assert fast.data_to_send() == slow.data_to_send()
+    assert _h2_picture(fast) == _h2_picture(slow)
+
+
+def test_checked_header_blocks_are_refused_and_accepted_as_by_h2_every_time() -> None:
+    # Each block as trailers and then as a head (the checks differ), twice:
+    # the second round is answered from the cache where the first passed.
+    _CHECKED.clear()
+    for _ in range(2):
+        for fields in ANSWERS:
+            _answer_on_fresh_pair(fields, as_trailers=True)
+            _answer_on_fresh_pair(fields, as_trailers=False)
+    assert _CHECKED
+
+
+
+async def test_flow_control_credit_is_written_at_once_with_streams_in_flight() -> None:
+    sock = CountingSocket()
+    conn = HTTP2Connection(
+        ("https", "h", 443, ""),
+        cast(SocketStream, sock),
+        lambda _c: None,
+        stream_window=STREAM_WINDOW,
+        connection_window=1 << 20,
+    )
+    sock.feed(PREFACE)
+    await conn.start(Timeout(1.0))
+    tasks = []
+    for _ in range(2):
+        conn.reserve_stream()
+        request = Request("GET", "https://h/")
+        tasks.append(asyncio.ensure_future(conn.handle_request(request, Timeout(5.0))))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    sock.feed(headers(1, HEAD) + data(1, b"x" * 900))
+    response = await tasks[0]
+    count = len(sock.writes)
+    assert await response.stream.__anext__() == b"x" * 900  # type: ignore[union-attr]
+    # No await in between: the WINDOW_UPDATEs for the 900 bytes left at once.
+    assert len(sock.writes) == count + 1
+    assert {f[0] for f in _describe(sock.writes[-1])} == {"WindowUpdateFrame"}
+    tasks[1].cancel()
+    await response.aclose()
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    assert conn.is_idle()
