@@ -32,8 +32,10 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 class ResponseStream(Protocol):
     """A response body as a transport delivers it. A stream may also offer
-    `async read_all() -> bytes` (the whole body in one call, no iterator);
-    `Response.aread()` uses it when present."""
+    `async read_all() -> bytes` (the whole body in one call, no iterator),
+    `read_now() -> bytes | None` (the whole body if it is already received,
+    else None with nothing consumed) and `close_now()` (`aclose` without
+    awaiting); `Response.aread()` uses them when present."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -367,9 +369,13 @@ class Response:
             # a transport's stream may read the whole body in one call.
             self.is_stream_consumed = True
             stream = self.stream
-            read_all = getattr(stream, "read_all", None)
+            read_now = getattr(stream, "read_now", None)
             try:
-                if read_all is not None:
+                # A small body usually came with the head: no await at all.
+                got = read_now() if read_now is not None else None
+                if got is not None:
+                    content = got
+                elif (read_all := getattr(stream, "read_all", None)) is not None:
                     content = await read_all()
                 else:
                     chunks = [chunk async for chunk in stream]
@@ -378,7 +384,11 @@ class Response:
                 if not self.is_closed:
                     self.is_closed = True
                     self._ended = time.perf_counter()
-                    await stream.aclose()
+                    close_now = getattr(stream, "close_now", None)
+                    if close_now is not None:
+                        close_now()
+                    else:
+                        await stream.aclose()
             self._content = content
             return content
         chunks = [chunk async for chunk in self.aiter_bytes()]

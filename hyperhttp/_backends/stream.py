@@ -26,6 +26,22 @@ from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
 HIGH_WATER = 1024 * 1024  # largest receive buffer: unread bytes held at most
 MIN_BUFFER = 16 * 1024  # what an idle connection keeps
 _MIN_FREE = 4 * 1024  # offer at least this much to a socket read
+# Grown receive buffers given back by streams gone idle, for the next bulk
+# transfer to take instead of growing its own: a fresh large bytearray is
+# zeroed and page-faulted in again, which cost a 10 MiB download as much as
+# copying it out. At most _SPARE_MAX are kept (one list per process; list
+# pop and append are atomic, so loops in several threads may share it).
+_SPARE: list[bytearray] = []
+_SPARE_MAX = 4
+
+
+def _spare_buffer(size: int) -> bytearray:
+    """A kept buffer of at least `size` bytes, else a new one."""
+    try:
+        buf = _SPARE.pop()
+    except IndexError:  # none kept (or another thread took the last one)
+        return bytearray(size)
+    return buf if len(buf) >= size else bytearray(size)
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -120,7 +136,7 @@ class SocketStream(asyncio.BufferedProtocol):
             if start:
                 self._buf[0:used] = self._view[start:end]
         else:
-            buf = bytearray(want)
+            buf = _spare_buffer(want)
             buf[0:used] = self._view[start:end]
             self._buf = buf
             self._view = memoryview(buf)
@@ -142,6 +158,8 @@ class SocketStream(asyncio.BufferedProtocol):
         """Drop a receive buffer grown by a large body, if it is empty:
         connections waiting in the pool keep `MIN_BUFFER` each."""
         if len(self._buf) > MIN_BUFFER and self._start == self._end:
+            if len(_SPARE) < _SPARE_MAX:
+                _SPARE.append(self._buf)
             self._buf = bytearray(MIN_BUFFER)
             self._view = memoryview(self._buf)
             self._start = self._end = 0

@@ -77,6 +77,7 @@ __all__ = [
 ]
 
 MAX_HEAD_SIZE: Final = 64 * 1024
+_Field = tuple[str, str, str]  # (name as sent, lower-case name, value)
 
 
 @final
@@ -245,6 +246,20 @@ class ResponseParser:
         buf += data
         self._scan = max(0, self._scan - pos)
         self._pos = 0
+
+    @property
+    def body_buffered(self) -> bool:
+        """True when the rest of a Content-Length body is already received
+        (the next events are its bytes, if any, then `End`)."""
+        state = self._state
+        return state == _ENDING or (
+            state == _LENGTH and len(self._buf) - self._pos >= self._remaining
+        )
+
+    @property
+    def has_unparsed(self) -> bool:
+        """True while received bytes wait to be parsed."""
+        return self._pos < len(self._buf)
 
     def feed_eof(self) -> None:
         """The peer closed its side: no more bytes will come."""
@@ -423,6 +438,13 @@ class ResponseParser:
             if code < 100:
                 raise self._fail(f"invalid status code {code_text}")
             return None  # informational: checked, skipped
+        return self._finish_head(code, minor, reason, fields, length, chunked, connection)
+
+    def _finish_head(
+        self, code: int, minor: str, reason: str | None, fields: list[_Field],
+        length: int | None, chunked: bool, connection: str,
+    ) -> Head:
+        """Set the body state for a final head and return its event."""
         if minor == "1":
             keep_alive = "close" not in connection.lower() or "close" not in _tokens(connection)
         else:

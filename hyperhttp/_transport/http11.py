@@ -119,7 +119,23 @@ class HTTP11Connection:
                 # reading: that answer is more use to the caller than ours.
                 head = await self._early_response(timeout.read, exc)
             else:
-                head = await self._receive_head(timeout.read, reused)
+                parser = self._parser
+                if parser.has_unparsed:
+                    head = await self._receive_head(timeout.read, reused)
+                else:
+                    # Nothing to parse yet (the usual case: a connection is
+                    # reused only when its last response ended at the buffer's
+                    # end): wait for the socket at once; a head that came whole
+                    # needs no further coroutine.
+                    data = await self._stream.read(timeout.read)
+                    event = None
+                    if data:
+                        parser.feed(data)
+                        event = parser.next_event()
+                    head = (
+                        event if isinstance(event, Head)
+                        else await self._receive_head(timeout.read, reused, event)
+                    )
         except BaseException:
             self._close()
             self._finish()
@@ -222,13 +238,19 @@ class HTTP11Connection:
         except TransportError:
             raise exc from None
 
-    async def _receive_head(self, read_timeout: float | None, reused: bool) -> Head:
+    async def _receive_head(
+        self, read_timeout: float | None, reused: bool, event: object = None
+    ) -> Head:
+        """Parse the response head; `event` is the parser's answer to bytes
+        the caller already fed (None when it fed none)."""
         parser = self._parser
         stream = self._stream
-        got_bytes = False
+        got_bytes = event is not None
         while True:
-            event = parser.next_event()
+            if event is None:
+                event = parser.next_event()
             if event is NEED_DATA:
+                event = None
                 data = await stream.read(read_timeout)
                 if data:
                     got_bytes = True
@@ -273,6 +295,24 @@ class HTTP11Connection:
                 continue
             self._body_ended(event, body)
             return None
+
+    def read_now(self, body: _H1Body) -> bytes | None:
+        """The whole body if the parser already holds all of it (a small
+        body that came with the head), else None with nothing consumed."""
+        parser = self._parser
+        if not parser.body_buffered:
+            return None
+        chunks: list[bytes] = []
+        while True:
+            event = parser.next_event()
+            if type(event) is bytes:
+                chunks.append(event)
+                continue
+            assert event is not NEED_DATA  # ruled out by body_buffered
+            self._body_ended(event, body)
+            if len(chunks) == 1:
+                return chunks[0]
+            return b"".join(chunks)
 
     async def read_all(self, read_timeout: float | None, body: _H1Body) -> bytes:
         """The whole body. A small body that came with the head is already
@@ -359,7 +399,18 @@ class _H1Body:
         self._done = True
         return await self._conn.read_all(self._read_timeout, self)
 
+    def read_now(self) -> bytes | None:
+        if self._done:
+            return None
+        got = self._conn.read_now(self)
+        if got is not None:
+            self._done = True
+        return got
+
     async def aclose(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
         self._done = True
         self.response = None  # see _body_ended: no cycle left for the collector
         self._conn.response_closed()

@@ -1,0 +1,165 @@
+"""HTTP/1.1 fast paths against a raw peer: a head parsed straight from the
+first read, a body taken without an await when it came with the head, and
+receive buffers handed from one bulk transfer to the next. Each must give
+the same bytes, and the same connection reuse, however the peer splits its
+writes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+
+import hyperhttp
+from hyperhttp._backends import stream as stream_module
+from tests.support.raw import RawServer, read_head
+
+# (pieces the server writes, with a short pause between them; expected body)
+SPLITS: list[tuple[list[bytes], bytes]] = [
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"], b"hello"),
+    ([b"HTTP/1.1 200 OK\r\nConte", b"nt-Length: 5\r\n\r\nworld"], b"world"),
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", b"later!"], b"later!"),
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhal", b"ves"], b"halves"),
+    ([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], b""),
+    ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"], b"abc"),
+    ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", b"c\r\n0\r\n\r\n"], b"abc"),
+    ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], b"ok"),
+]
+
+
+async def test_splits_of_head_and_body_on_one_connection(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for pieces, _ in SPLITS:
+            await read_head(reader)
+            for i, piece in enumerate(pieces):
+                if i:
+                    await asyncio.sleep(0.02)  # a separate read on the client
+                writer.write(piece)
+                await writer.drain()
+        await reader.read()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client() as client:
+        for _, body in SPLITS:
+            response = await client.get(server.url + "/")
+            assert response.status_code == 200
+            assert response.content == body
+            assert response.is_closed
+        # Every response ended cleanly: all of them on the first connection.
+        assert [s["total"] for s in client.get_pool_stats().values()] == [1]
+    assert server.accepted == 1
+
+
+async def test_head_cut_short_then_closed_is_an_error(raw_server: Callable[..., RawServer]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Len")
+        await writer.drain()
+        writer.close()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client() as client:
+        try:
+            await client.get(server.url + "/")
+        except hyperhttp.RemoteProtocolError as exc:
+            assert "middle of the response head" in str(exc)
+        else:
+            raise AssertionError("a truncated head must fail")
+
+
+async def test_large_bodies_through_reused_receive_buffers(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Bulk bodies grow receive buffers, which idle connections hand to the
+    next transfer: every body must still arrive byte for byte, on kept-alive
+    connections, and the kept spares stay bounded."""
+    size = 3 * 1024 * 1024 + 17
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_head(reader)
+            if not head:
+                return
+            target = head.split(b" ", 2)[1]
+            body = b"tiny body!" if target == b"/small" else _body_for(target, size)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(max_connections=6) as client:
+
+        async def one(i: int) -> None:
+            target = f"/{i}"
+            expected = hashlib.sha256(_body_for(target.encode(), size)).hexdigest()
+            if i % 2:
+                response = await client.get(server.url + target)
+                got = response.content
+            else:
+                parts = []
+                async with client.stream("GET", server.url + target) as response:
+                    async for chunk in response.aiter_raw():
+                        parts.append(chunk)
+                got = b"".join(parts)
+            assert hashlib.sha256(got).hexdigest() == expected
+            small = await client.get(server.url + "/small")
+            assert small.content == b"tiny body!"
+
+        for batch in range(3):
+            await asyncio.gather(*(one(batch * 6 + i) for i in range(6)))
+        assert len(stream_module._SPARE) <= stream_module._SPARE_MAX
+    assert server.accepted <= 6
+
+
+def _body_for(target: bytes, size: int) -> bytes:
+    """Distinct bytes per target: stale bytes from another transfer show."""
+    seed = hashlib.sha256(target).digest()
+    block = (seed * (4096 // len(seed) + 1))[:4096]
+    data = (block * (size // len(block) + 1))[:size]
+    return data[:-64] + seed * 2
+
+
+def test_one_parser_across_responses_keeps_each_response_its_own() -> None:
+    """A connection's parser serves response after response: identical heads
+    must each give a header list of their own and the body framing of
+    *their* request (HEAD has no body), and a head differing by one byte is
+    judged afresh, and refused when invalid."""
+    from hyperhttp._proto.h1 import End, Head, ResponseParser
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n"
+    parser = ResponseParser()
+    seen: list[list[tuple[str, str, str]]] = []
+    for method, wire, body in [
+        ("GET", head + b"hello", b"hello"),
+        ("HEAD", head, b""),
+        ("GET", head + b"again", b"again"),
+        ("GET", head.replace(b"X-A: 1", b"X-A: 2") + b"other", b"other"),
+        ("GET", head + b"fifth", b"fifth"),
+    ]:
+        parser.start(method)
+        parser.feed(wire)
+        event = parser.next_event()
+        assert isinstance(event, Head)
+        assert event.status == 200 and event.keep_alive
+        seen.append(event.headers)
+        got = b""
+        while not isinstance(event := parser.next_event(), End):
+            assert isinstance(event, bytes)
+            got += event
+        assert got == body
+        assert parser.reusable
+    assert [h[-1][2] for h in seen] == ["1", "1", "1", "2", "1"]
+    seen[0].append(("X-B", "x-b", "mutated"))  # a caller's list is its own
+    assert len(seen[2]) == 2 and len(seen[4]) == 2
+    # A head that differs by one byte and is invalid is refused, right after
+    # valid ones.
+    parser.start("GET")
+    parser.feed(head.replace(b"Content-Length: 5", b"Content-Length: 5x"))
+    try:
+        parser.next_event()
+    except hyperhttp.RemoteProtocolError:
+        pass
+    else:
+        raise AssertionError("an invalid Content-Length must be refused")
