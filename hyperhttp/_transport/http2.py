@@ -56,11 +56,17 @@ from .._proto.http2 import (
     parse_trailers,
     remote_stream_limit,
 )
+from .h2ping import IdlePinger
 from .h2streams import H2Body, Stream, wait_for, wake
 from .signals import RequestNotProcessed
 
 if TYPE_CHECKING:
     from .pool import Origin
+
+# An idle connection is PINGed this often; no ACK within PING_TIMEOUT means
+# the peer is gone (h2ping.py). Read when a connection is made.
+IDLE_PING_INTERVAL = 30.0
+PING_TIMEOUT = 10.0
 
 _MAX_CONCURRENT = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 _INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
@@ -115,6 +121,10 @@ class HTTP2Connection:
         self._fast_headers = fast_headers
         self._notify = False  # set while a read is filed: the pool should look again
         self._flush_scheduled = False
+        self._pinger = IdlePinger(
+            self._loop, self._send_ping, self._ping_unanswered,
+            interval=IDLE_PING_INTERVAL, timeout=PING_TIMEOUT,
+        )
         stream.on_data = self._on_data
         self._flush()
         if stream.has_buffered_data() or stream.at_eof:
@@ -151,12 +161,14 @@ class HTTP2Connection:
 
     def reserve_stream(self) -> None:
         self._reserved += 1
+        self._pinger.busy()
 
     def unreserve_stream(self) -> None:
         if self._reserved:
             self._reserved -= 1
             if self.is_idle():
                 self.idle_since = time.monotonic()
+                self._pinger.idle()
                 if self._goaway is not None:
                     self._close_transport()
                     # The pool is inside its own bookkeeping: tell it afterwards.
@@ -174,6 +186,8 @@ class HTTP2Connection:
         limit = timeout.connect
         try:
             await wait_for(self._loop, fut, limit)
+            if self.is_idle():
+                self._pinger.idle()
         except TimeoutError:
             self.close()
             raise ConnectTimeout(
@@ -223,6 +237,7 @@ class HTTP2Connection:
         return response
 
     def _open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> Stream:
+        self._pinger.busy()
         if self._closed or self._goaway is not None:
             why = "is closed" if self._closed else "received GOAWAY"
             raise RequestNotProcessed(f"connection to {self.peer} {why}; request not sent")
@@ -402,6 +417,8 @@ class HTTP2Connection:
         self._blocked.discard(st)
         if not self._streams:
             self.idle_since = time.monotonic()
+            if not self._reserved:
+                self._pinger.idle()
         for fut in self._capacity_waiters:
             wake(fut)
         if self._goaway is not None and self.is_idle():
@@ -493,7 +510,9 @@ class HTTP2Connection:
             elif isinstance(event, ev.ConnectionTerminated):
                 self._goaway_received(event)
                 notify = True
-            # Pings are answered by h2; informational responses, priority,
+            elif isinstance(event, ev.PingAckReceived):
+                self._pinger.acked(event.ping_data)
+            # Server PINGs are answered by h2; informational responses, priority,
             # ALTSVC and unknown frames need nothing from us.
         return notify
 
@@ -561,6 +580,7 @@ class HTTP2Connection:
         if self._closed:
             return
         self._closed = True
+        self._pinger.stop()
         if self._failure is None:
             self._failure = ReadError(f"connection to {self.peer} was closed")
         for st in self._streams.values():
@@ -576,6 +596,17 @@ class HTTP2Connection:
 
     def call_when_closed(self, callback: Callable[[], None]) -> None:
         self._stream.call_when_closed(callback)
+
+    def _send_ping(self, payload: bytes) -> None:
+        if not self._closed:
+            self._h2.ping(payload)
+            self._flush()
+
+    def _ping_unanswered(self, after: float) -> None:
+        self._terminate(
+            ReadError(f"{self.peer} did not answer a PING within {after:.3g}s: the connection "
+                      "is gone")
+        )
 
     def close(self) -> None:
         """Close now: say GOAWAY (best effort) and drop the socket; streams

@@ -61,6 +61,9 @@ class H2ServerConfig:
     read_bodies: bool = True  # False: never acknowledge request bodies
     goaway_after: int | None = None  # first connection: GOAWAY after this many streams
     refuse_first: int = 0  # first connection: REFUSED_STREAM its first N streams
+    # After this many streams answered on a connection, read nothing more and
+    # answer nothing (PINGs included): a peer that silently went away.
+    go_silent_after: int | None = None
 
 
 @dataclass
@@ -125,6 +128,7 @@ class _Connection:
         self.window = asyncio.Event()
         self.goaway_at: int | None = None
         self.seen = 0
+        self.answered = 0  # streams answered (go_silent_after counts them)
 
     @property
     def first(self) -> bool:
@@ -143,6 +147,9 @@ class _Connection:
                 data = await self.reader.read(65536)
                 if not data:
                     break
+                silent_after = self.server.config.go_silent_after
+                if silent_after is not None and self.answered >= silent_after:
+                    await asyncio.sleep(3600)  # a black hole until the server stops
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError:
@@ -225,6 +232,7 @@ class _Connection:
         except (h2.exceptions.StreamClosedError, ConnectionError):
             pass
         finally:
+            self.answered += 1
             self.streams.pop(st.id, None)
             if self.goaway_at is not None and not self.streams:
                 self.writer.close()
