@@ -108,7 +108,9 @@ class HTTPTransport:
             raise InvalidURL(f"URL has no host: {url.redacted()!r}")
         headers = request.headers.raw_items()
         _validate(request.method, url.target, headers)
-        request_framing(headers, request.stream.content_length)  # refuse bad framing here too
+        # Refuse bad framing before a connection is taken; HTTP/1.1 then uses
+        # the answer (a length, or None for chunked) instead of working it out again.
+        request.extensions["framing"] = request_framing(headers, request.stream.content_length)
         # Routing is decided afresh for every hop: a redirect's copy of the
         # previous hop's proxy target or credentials must never be sent.
         request.extensions.pop("target", None)

@@ -159,7 +159,7 @@ class HTTP11Connection:
             return False
         url = request.url
         headers = request.headers.raw_items()
-        length = request_framing(headers, body.content_length)
+        length = _framing(request, headers)
         if length is None:
             return False
         head = serialize_request_head(
@@ -181,7 +181,7 @@ class HTTP11Connection:
             target = extensions["target"]
             headers = headers + [(n, n.lower(), v) for n, v in extensions.get("proxy_headers", ())]
         body = request.stream
-        length = request_framing(headers, body.content_length)
+        length = _framing(request, headers)
         head = serialize_request_head(
             request.method, target, headers, body_length=body.content_length, host=url.netloc
         )
@@ -370,6 +370,18 @@ class HTTP11Connection:
             f"<HTTP11Connection {self.peer} {self._state} "
             f"requests={self.requests_served}>"
         )
+
+
+def _framing(request: Request, headers: list[tuple[str, str, str]]) -> int | None:
+    """The body's framing: the transport's answer when it gave one (it
+    checked the request before taking a connection), else worked out here."""
+    framing = request.extensions.get("framing", _NOT_GIVEN)
+    if framing is _NOT_GIVEN:
+        return request_framing(headers, request.stream.content_length)
+    return framing  # type: ignore[no-any-return]
+
+
+_NOT_GIVEN = object()
 
 
 class _H1Body:
