@@ -317,25 +317,11 @@ class HTTP11Connection:
     async def read_all(self, read_timeout: float | None, body: _H1Body) -> bytes:
         """The whole body. A small body that came with the head is already
         in the parser: it is returned without waiting on the socket."""
-        parser = self._parser
         chunks: list[bytes] = []
-        while True:
-            event = parser.next_event()
-            if type(event) is bytes:
-                chunks.append(event)
-            elif event is NEED_DATA:
-                data = await self._stream.read(read_timeout)
-                if data:
-                    parser.feed(data)
-                else:
-                    parser.feed_eof()
-            else:
-                self._body_ended(event, body)
-                if len(chunks) == 1:
-                    return chunks[0]
-                return b"".join(chunks)
+        while (chunk := await self.next_chunk(read_timeout, body)) is not None:
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    # --- ending a request ---------------------------------------------------
     def response_closed(self) -> None:
         """The response is done with: reuse the connection if the exchange
         ended cleanly (the parser says whether: Connection: close, a

@@ -23,26 +23,28 @@ from ._protocol import (
 )
 from ._runtime import RuntimePaths, check_private_dir, check_socket
 
-__all__ = ["HANDSHAKE_TIMEOUT", "Link", "handshake"]
+__all__ = ["HANDSHAKE_TIMEOUT", "FramedProtocol", "Link", "handshake"]
 
 HANDSHAKE_TIMEOUT = 3.0
 
 log_name = "hyperhttp.shared"
 
 
-class Link(asyncio.Protocol):
-    """The framed channel after the handshake; hands decoded messages to `on_message`."""
+class FramedProtocol(asyncio.Protocol):
+    """A Unix-socket channel of length-prefixed msgspec frames, either end.
 
-    def __init__(self, on_message: Callable[[Any], None], on_lost: Callable[[Link], None]) -> None:
-        self._on_message = on_message
-        self._on_lost = on_lost
+    Subclasses say what a frame body means (`handle_frame`, which decodes
+    it for its direction) and what a frame they cannot accept does
+    (`bad_frame`, called for the exceptions in `BAD_FRAME`); once `closed`
+    is set nothing more is read.
+    """
+
+    BAD_FRAME: tuple[type[Exception], ...] = (FrameError,)
+
+    def __init__(self) -> None:
         self._reader = FrameReader()
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.fd = -1
-
-    def __repr__(self) -> str:
-        return f"<Link fd={self.fd} {'closed' if self.closed else 'open'}>"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -53,13 +55,38 @@ class Link(asyncio.Protocol):
             return
         try:
             for body in self._reader.feed(data):
-                self._on_message(decode_from_coordinator(body))
+                self.handle_frame(body)
                 if self.closed:
                     return
-        except FrameError:
-            # A coordinator speaking nonsense is as good as gone.
-            self.close()
-            self._on_lost(self)
+        except self.BAD_FRAME as exc:
+            self.bad_frame(exc)
+
+    def handle_frame(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    def bad_frame(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class Link(FramedProtocol):
+    """The framed channel after the handshake; hands decoded messages to `on_message`."""
+
+    def __init__(self, on_message: Callable[[Any], None], on_lost: Callable[[Link], None]) -> None:
+        super().__init__()
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"<Link fd={self.fd} {'closed' if self.closed else 'open'}>"
+
+    def handle_frame(self, body: bytes) -> None:
+        self._on_message(decode_from_coordinator(body))
+
+    def bad_frame(self, exc: Exception) -> None:
+        # A coordinator speaking nonsense is as good as gone.
+        self.close()
+        self._on_lost(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

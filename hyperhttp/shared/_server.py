@@ -30,11 +30,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import CoordinatorError
 from ..errors.circuit_breaker import BreakerConfig
 from ._leases import Grant, LeaseTable, LeaseViolation
+from ._links import FramedProtocol
 from ._protocol import (
     MAX_FRAME,
     PROTOCOL_VERSION,
@@ -44,7 +45,6 @@ from ._protocol import (
     DnsFailed,
     DnsStore,
     FrameError,
-    FrameReader,
     Granted,
     Hello,
     Outcomes,
@@ -102,35 +102,26 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-class _Channel(asyncio.Protocol):
+class _Channel(FramedProtocol):
     """One worker's socket, after the handshake."""
 
+    BAD_FRAME = (FrameError, LeaseViolation)
+
     def __init__(self, server: CoordinatorServer, conn: int, pid: int, role: str) -> None:
+        super().__init__()
         self.server = server
         self.conn = conn
         self.pid = pid
         self.role = role
-        self.transport: asyncio.Transport | None = None
-        self.reader = FrameReader()
-        self.closed = False
 
     def __repr__(self) -> str:
         return f"<_Channel conn={self.conn} pid={self.pid} {self.role}>"
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.transport = cast(asyncio.Transport, transport)
+    def handle_frame(self, body: bytes) -> None:
+        self.server.handle(self, decode_from_worker(body))
 
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            for body in self.reader.feed(data):
-                self.server.handle(self, decode_from_worker(body))
-                if self.closed:
-                    return
-        except (FrameError, LeaseViolation) as exc:
-            self.kick(str(exc))
+    def bad_frame(self, exc: Exception) -> None:
+        self.kick(str(exc))
 
     def eof_received(self) -> bool | None:
         return False  # close our side too: the worker is gone
