@@ -31,11 +31,8 @@ counted, and every log record at WARNING goes to stderr too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import socket
-import stat
 import sys
 import time
 from collections.abc import Coroutine
@@ -47,6 +44,8 @@ import hyperhttp
 from hyperhttp._transport import dns as dns_module
 from hyperhttp.errors.circuit_breaker import DomainCircuitBreakerManager
 from hyperhttp.shared import _connect
+from tests.fleet._jsonlines import emit, serve_commands
+from tests.support.sockets import sockets_connected_to
 
 FAKE_SUFFIX = ".fleet.test"
 LOOKUP_DELAY = 0.2
@@ -78,32 +77,7 @@ class _Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def emit(*event: Any) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
-
-def sockets_connected_to(ports: list[int]) -> dict[int, int]:
-    """Open TCP sockets of this process per peer port, as the OS sees them."""
-    counts = dict.fromkeys(ports, 0)
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = int(name)
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            dup = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        try:
-            if dup.family in (socket.AF_INET, socket.AF_INET6):
-                port = dup.getpeername()[1]
-                if port in counts:
-                    counts[port] += 1
-        except OSError:
-            pass
-        finally:
-            dup.close()
-    return counts
 
 
 def build_client(kwargs: dict[str, Any]) -> hyperhttp.Client:
@@ -201,26 +175,7 @@ class Driver:
             self.done.set()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        buf = b""
-
-        def readable() -> None:
-            nonlocal buf
-            data = os.read(0, 65536)
-            if not data:
-                self.done.set()
-                loop.remove_reader(0)
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    self.command(json.loads(line))
-
-        os.set_blocking(0, False)
-        loop.add_reader(0, readable)
-        emit("ready", os.getpid())
-        await self.done.wait()
+        await serve_commands(self.command, self.done)
         for client in self.clients.values():
             await client.aclose()
 

@@ -10,12 +10,10 @@ import json
 import os
 import queue
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,16 +26,6 @@ from hyperhttp.shared import Coordinator, fleet_status
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_TIMEOUT = 15.0
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="hhf", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -183,7 +171,7 @@ class ConnCounter:
         for _ in range(ports):
             ls = socket.socket()
             ls.bind(("127.0.0.1", 0))
-            ls.listen(512)
+            ls.listen(1024)
             ls.setblocking(False)
             self._listeners.append(ls)
             self.ports.append(ls.getsockname()[1])
@@ -214,19 +202,35 @@ class ConnCounter:
 
     def _run(self) -> None:
         while not self._stop:
-            for key, _ in self._sel.select(0.05):
+            for key, _ in self._sel.select(self._timeout()):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if key.data == "listen":
                     self._accept(sock)
                 else:
-                    try:
-                        data = sock.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        with self._lock:
-                            self._drop(sock)
+                    self._read(sock)
+            self._tick()
+
+    # Hooks for a server that also speaks (see HTTPCounter in test_client_fleet).
+    def _timeout(self) -> float:
+        return 0.05
+
+    def _tick(self) -> None:
+        """Called after each select round, in the server thread."""
+
+    def _opened(self, conn: socket.socket) -> None:
+        """A connection was accepted and counted (lock held)."""
+
+    def _read(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with self._lock:
+                self._drop(sock)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -244,6 +248,7 @@ class ConnCounter:
                 now = [p for p in self._open.values() if p == port]
                 self.max_per_port[port] = max(self.max_per_port[port], len(now))
                 self.max_total = max(self.max_total, len(self._open))
+                self._opened(conn)
 
     def open_now(self) -> int:
         with self._lock:

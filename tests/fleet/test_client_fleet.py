@@ -15,7 +15,6 @@ import heapq
 import itertools
 import os
 import queue
-import selectors
 import signal
 import socket
 import subprocess
@@ -34,46 +33,26 @@ from hyperhttp import CoordinatorError
 from hyperhttp.shared import Coordinator, stop_coordinator
 from hyperhttp.shared._runtime import paths_for
 
-from .conftest import ROOT, WorkerProc, status, wait_for
+from .conftest import ROOT, ConnCounter, WorkerProc, status, wait_for
 
 REASONS = {200: "OK", 503: "Service Unavailable"}
 
 
-class HTTPCounter:
-    """An HTTP/1.1 keep-alive server on several loopback ports, in one thread,
-    that counts open connections (total and per port) as the server sees them,
-    and requests per path.
+class HTTPCounter(ConnCounter):
+    """`ConnCounter` that also answers HTTP/1.1 keep-alive requests, and counts
+    requests per path.
 
     ``/delay/<ms>`` answers 200 after that many milliseconds, ``/status/<code>``
-    answers that status, anything else 200 at once. As in `ConnCounter`, each
-    accept first prunes connections whose peer already closed, so the counts
-    are "open right now" rather than "not yet noticed".
+    answers that status, anything else 200 at once.
     """
 
     def __init__(self, ports: int) -> None:
-        self._sel = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._listeners: list[socket.socket] = []
-        self.ports: list[int] = []
-        for _ in range(ports):
-            ls = socket.socket()
-            ls.bind(("127.0.0.1", 0))
-            ls.listen(1024)
-            ls.setblocking(False)
-            self._listeners.append(ls)
-            self.ports.append(ls.getsockname()[1])
-            self._sel.register(ls, selectors.EVENT_READ, "listen")
-        self._open: dict[socket.socket, int] = {}
+        # Before the base starts the server thread, which uses them.
         self._buffers: dict[socket.socket, bytes] = {}
         self._due: list[tuple[float, int, socket.socket, bytes]] = []
         self._seq = itertools.count()
-        self.max_per_port = dict.fromkeys(self.ports, 0)
-        self.max_total = 0
-        self.accepted = 0
         self.requests: Counter[str] = Counter()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(ports)
 
     def url(self, path: str = "/", port_index: int = 0, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.ports[port_index]}{path}"
@@ -90,49 +69,23 @@ class HTTPCounter:
         with self._lock:
             return sum(self.requests.values())
 
-    def open_now(self) -> int:
-        with self._lock:
-            self._prune()
-            return len(self._open)
-
     # --- the server thread ----------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop:
-            timeout = 0.05
-            if self._due:
-                timeout = max(0.0, min(timeout, self._due[0][0] - time.monotonic()))
-            for key, _ in self._sel.select(timeout):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if key.data == "listen":
-                    self._accept(sock)
-                else:
-                    self._read(sock)
-            now = time.monotonic()
-            while self._due and self._due[0][0] <= now:
-                _, _, sock, data = heapq.heappop(self._due)
-                if sock in self._open:
-                    with contextlib.suppress(OSError):
-                        sock.send(data)
+    def _timeout(self) -> float:
+        if self._due:
+            return max(0.0, min(0.05, self._due[0][0] - time.monotonic()))
+        return 0.05
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except BlockingIOError:
-                return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._prune()
-                port = listener.getsockname()[1]
-                self._open[conn] = port
-                self._buffers[conn] = b""
-                self._sel.register(conn, selectors.EVENT_READ, "conn")
-                self.accepted += 1
-                now = sum(1 for p in self._open.values() if p == port)
-                self.max_per_port[port] = max(self.max_per_port[port], now)
-                self.max_total = max(self.max_total, len(self._open))
+    def _tick(self) -> None:
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            _, _, sock, data = heapq.heappop(self._due)
+            if sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.send(data)
+
+    def _opened(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffers[conn] = b""
 
     def _read(self, sock: socket.socket) -> None:
         try:
@@ -169,29 +122,9 @@ class HTTPCounter:
             return 0.0, int(parts[2])
         return 0.0, 200
 
-    def _prune(self) -> None:
-        for sock in list(self._open):
-            try:
-                data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                self._drop(sock)
-
     def _drop(self, sock: socket.socket) -> None:
-        if self._open.pop(sock, None) is not None:
-            self._buffers.pop(sock, None)
-            self._sel.unregister(sock)
-            sock.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(5)
-        for sock in [*self._open, *self._listeners]:
-            sock.close()
-        self._sel.close()
+        self._buffers.pop(sock, None)
+        super()._drop(sock)
 
 
 @pytest.fixture

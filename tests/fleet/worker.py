@@ -20,9 +20,7 @@ Unsolicited: ["shed", origin, closed] whenever the coordinator asks to shed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import random
 import sys
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import uvloop
 
 from hyperhttp.shared import Lease, connect_backend
+from tests.fleet._jsonlines import emit, serve_commands
 
 
 class _Count(logging.Handler):
@@ -40,10 +39,6 @@ class _Count(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.warnings.append(record.getMessage())
 
-
-def emit(*event: Any) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 class Worker:
@@ -191,26 +186,7 @@ class Worker:
             self.done.set()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        buf = b""
-
-        def readable() -> None:
-            nonlocal buf
-            data = os.read(0, 65536)
-            if not data:
-                self.done.set()
-                loop.remove_reader(0)
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    self.command(json.loads(line))
-
-        os.set_blocking(0, False)
-        loop.add_reader(0, readable)
-        emit("ready", os.getpid())
-        await self.done.wait()
+        await serve_commands(self.command, self.done)
         await self.backend.aclose()
 
 

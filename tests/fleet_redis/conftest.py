@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,10 @@ from typing import Any
 import pytest
 
 from hyperhttp.shared import Coordinator
-from tests.fleet.conftest import ConnCounter, WorkerProc
+from tests.fleet.conftest import (
+    ConnCounter,
+    WorkerProc,
+)
 
 INSTALL_TIMEOUT = 300
 
@@ -99,15 +101,6 @@ class RedisServer:
             os.kill(self.proc.pid, sig)
         self.proc.wait(10)
         self.proc = None
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hhr", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

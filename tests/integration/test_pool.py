@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
-import stat
 import threading
 from collections.abc import Callable
 
@@ -17,6 +14,7 @@ import pytest
 
 import hyperhttp
 from tests.support.raw import RawServer, read_head
+from tests.support.sockets import sockets_connected_to as count_sockets
 
 
 class Counting:
@@ -219,25 +217,8 @@ async def test_stale_connection_race_retried_for_idempotent(
 
 
 def sockets_connected_to(port: int) -> int:
-    """Sockets this process holds whose peer is `port`: what the OS says the
-    client has open, whatever the client believes."""
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = int(name)
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            dup = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        try:
-            if dup.family in (socket.AF_INET, socket.AF_INET6) and dup.getpeername()[1] == port:
-                count += 1
-        except OSError:
-            pass
-        finally:
-            dup.close()
-    return count
+    """Sockets this process holds whose peer is `port`."""
+    return count_sockets([port])[port]
 
 
 async def test_cancellation_storm_leaves_no_stranded_slot(
