@@ -25,13 +25,8 @@ import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hyperhttp._proto.h1 import (
-    End,
-    Head,
-    NeedData,
-    ResponseParser,
-    serialize_request_head,
-)
+from hyperhttp._proto.h1 import End, Head, NeedData, ResponseParser
+from hyperhttp._proto.h1_request import serialize_request_head
 from hyperhttp._proto.http11 import check_response_head
 
 TYPICAL = (

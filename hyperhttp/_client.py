@@ -319,6 +319,20 @@ class Client:
     ) -> Response:
         if self._closed:
             raise PoolClosed("the client has been closed; create a new Client", request=request)
+        if (
+            auth is _UNSET and follow_redirects is _UNSET and retry is _UNSET
+            and self.auth is None and self.retry is None and self.telemetry is None
+        ):
+            url = request.url
+            if url.username is None and url.password is None:
+                # No auth, retries or telemetry: one attempt, and the
+                # redirect loop only for a redirect.
+                response = await self._attempt(request, not stream)
+                if self.follow_redirects and response.is_redirect:
+                    return await self._send_handling_redirects(
+                        request, None, True, _NO_RETRY, read_body=not stream, first=response
+                    )
+                return response
         auth_obj = self.auth if auth is _UNSET else build_auth(auth)
         follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
         policy = self._policy(retry)
@@ -350,15 +364,19 @@ class Client:
 
     async def _send_handling_redirects(
         self, request: Request, auth: Auth | None, follow: bool, policy: RetryPolicy,
-        *, read_body: bool = False,
+        *, read_body: bool = False, first: Response | None = None,
     ) -> Response:
+        """Send `request` and follow its redirects; `first`, when given, is
+        the response to `request` already received."""
         history: list[Response] = []
         first_url = request.url
         plain = policy is _NO_RETRY and self.telemetry is None
         while True:
             url = request.url
             hop_auth = auth if url is first_url or same_origin(url, first_url) else None
-            if plain and hop_auth is None:
+            if first is not None:
+                response, first = first, None
+            elif plain and hop_auth is None:
                 # No retries, telemetry or auth: straight to the attempt.
                 response = await self._attempt(request, read_body)
             else:
@@ -482,7 +500,7 @@ class Client:
         try:
             if hooks["response"]:
                 await _run_hooks(hooks["response"], response)
-            if read_body:
+            if read_body and not response._read_now():
                 await response.aread()
         except BaseException as exc:
             await response.aclose()

@@ -355,6 +355,28 @@ class Response:
         except msgspec.DecodeError as exc:
             raise DecodingError(f"response body is not valid JSON: {exc}") from None
 
+    def _read_now(self) -> bool:
+        """Take the whole body without waiting if the transport already
+        holds all of it (a small body that came with the head); True when
+        the body is read."""
+        if self._content is not None:
+            return True
+        if self.is_stream_consumed or self.max_size is not None:
+            return False
+        stream = self.stream
+        read_now = getattr(stream, "read_now", None)
+        close_now = getattr(stream, "close_now", None)
+        if read_now is None or close_now is None or "content-encoding" in self.headers:
+            return False
+        got = read_now()
+        if got is None:
+            return False
+        self.is_stream_consumed = self.is_closed = True
+        self._ended = time.perf_counter()
+        close_now()
+        self._content = got
+        return True
+
     async def aread(self) -> bytes:
         """Read and return the whole body; safe to call again."""
         content = self._content

@@ -14,34 +14,12 @@ from typing import Any, Protocol
 from ._config import DEFAULT_TIMEOUT, Timeout
 from ._exceptions import InvalidURL
 from ._models import Request, Response
-from ._proto.h1 import request_framing
-from ._proto.http11 import validate_request_head
+from ._proto.h1_request import check_request_line, field_block
 from ._proxy import ProxyConfig
 from ._tls import create_ssl_context
 from ._transport.connection import Connector
 from ._transport.dns import DNSCache
 from ._transport.pool import ConnectionPool, Origin
-
-# Header fields already found valid. The same fields (the client's defaults,
-# a cookie, a token) go out with request after request: a set lookup instead
-# of two regular expressions each. Bounded; cleared when full.
-_VALID_FIELDS: set[tuple[str, str, str]] = set()
-_VALID_LINES: set[tuple[str, str]] = set()  # (method, target) pairs found valid
-_VALID_FIELDS_MAX = 1024
-
-
-def _validate(method: str, target: str, headers: list[tuple[str, str, str]]) -> None:
-    """`validate_request_head`, checking only fields not already found valid
-    (a field's validity depends on nothing but its name and value)."""
-    known = _VALID_FIELDS
-    fresh = [field for field in headers if field not in known]
-    if fresh or (method, target) not in _VALID_LINES:
-        validate_request_head(method, target, fresh)
-        if len(known) + len(fresh) + len(_VALID_LINES) > _VALID_FIELDS_MAX:
-            known.clear()
-            _VALID_LINES.clear()
-        known.update(fresh)
-        _VALID_LINES.add((method, target))
 
 
 class AsyncBaseTransport(Protocol):
@@ -106,11 +84,10 @@ class HTTPTransport:
             raise InvalidURL(f"unsupported URL scheme {url.scheme!r} in {url.redacted()!r}")
         if not url.host:
             raise InvalidURL(f"URL has no host: {url.redacted()!r}")
-        headers = request.headers.raw_items()
-        _validate(request.method, url.target, headers)
-        # Refuse bad framing before a connection is taken; HTTP/1.1 then uses
-        # the answer (a length, or None for chunked) instead of working it out again.
-        request.extensions["framing"] = request_framing(headers, request.stream.content_length)
+        # Refuse bad fields or framing before a connection is taken; HTTP/1.1
+        # then sends the checked, serialised fields as they are.
+        check_request_line(request.method, url.target)
+        request.extensions["framing"] = field_block(request.headers.raw_items())
         # Routing is decided afresh for every hop: a redirect's copy of the
         # previous hop's proxy target or credentials must never be sent.
         request.extensions.pop("target", None)

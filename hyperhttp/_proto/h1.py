@@ -1,5 +1,5 @@
-"""HTTP/1.1 for the client side, sans-I/O: a strict response parser and a
-request-head serializer, built for the hot path.
+"""HTTP/1.1 for the client side, sans-I/O: a strict response parser built
+for the hot path (the request side is `h1_request`).
 
 The parser keeps one buffer per connection and finds the end of a head with
 `bytes.find`; the head is decoded once as latin-1 and split by one regular
@@ -61,19 +61,15 @@ import re
 from collections.abc import Callable
 from typing import Final, TypeAlias, final
 
-from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._exceptions import RemoteProtocolError
 
 __all__ = [
-    "CHUNKED_END",
     "NEED_DATA",
     "End",
     "Event",
     "Head",
     "NeedData",
     "ResponseParser",
-    "encode_chunk",
-    "request_framing",
-    "serialize_request_head",
 ]
 
 MAX_HEAD_SIZE: Final = 64 * 1024
@@ -664,86 +660,3 @@ def _bad_field_line(section: str) -> str:
             return f"invalid field name {_short(name)}"
         return f"invalid character in the value of field {_short(name)}: {_short(value)}"
     return "invalid field line"  # pragma: no cover - the caller saw one
-
-
-# --- requests ---------------------------------------------------------------
-CHUNKED_END: Final = b"0\r\n\r\n"
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-def encode_chunk(data: bytes) -> list[bytes]:
-    """One chunk of a chunked body, as pieces to write in order (the data
-    itself is not copied). Empty data gives no pieces: an empty chunk would
-    end the body, which is `CHUNKED_END`'s job."""
-    if not data:
-        return []
-    return [b"%x\r\n" % len(data), data, b"\r\n"]
-
-
-def serialize_request_head(
-    method: str,
-    target: str,
-    headers: list[tuple[str, str, str]],
-    *,
-    body_length: int | None,
-    host: str | None,
-) -> bytes:
-    """The request line and header section, as one bytes object.
-
-    Host comes first: the one in `headers`, else `host` (if given). When
-    `headers` declare neither Content-Length nor Transfer-Encoding, framing
-    is added the way `Request` does it: chunked for an unknown length, the
-    length when there is a body (or for POST, PUT and PATCH). Inputs must
-    have passed `validate_request_head`; nothing is checked again here."""
-    names = {lower for _, lower, _ in headers}
-    if "host" in names:
-        lines = [f"{n}: {v}\r\n" for n, lower, v in headers if lower == "host"]
-        lines += [f"{n}: {v}\r\n" for n, lower, v in headers if lower != "host"]
-    else:
-        lines = [f"{n}: {v}\r\n" for n, _, v in headers]
-        if host is not None:
-            lines.insert(0, f"Host: {host}\r\n")
-    if "content-length" not in names and "transfer-encoding" not in names:
-        if body_length is None:
-            lines.append("Transfer-Encoding: chunked\r\n")
-        elif body_length or method in _BODY_METHODS:
-            lines.append(f"Content-Length: {body_length}\r\n")
-    return f"{method} {target} HTTP/1.1\r\n{''.join(lines)}\r\n".encode("latin-1")
-
-
-def request_framing(headers: list[tuple[str, str, str]], body_length: int | None) -> int | None:
-    """How the body of a request with these headers goes on the wire, as
-    `serialize_request_head` frames it: the exact number of bytes to send,
-    or None for chunked. Raises LocalProtocolError where h11 refused to send:
-    a Transfer-Encoding other than `chunked`, more than one, a malformed or
-    conflicting Content-Length, more than one Host."""
-    length: str | None = None
-    chunked = False
-    hosts = 0
-    for _name, lower, value in headers:
-        if lower == "host":
-            hosts += 1
-        elif lower == "transfer-encoding":
-            if chunked or value.strip(" \t").lower() != "chunked":
-                raise LocalProtocolError(
-                    f"Transfer-Encoding {_short(value)} cannot be sent: only one, "
-                    "and only 'chunked'"
-                )
-            chunked = True
-        elif lower == "content-length":
-            values = {v.strip(" \t") for v in value.split(",")}
-            one = values.pop()
-            if values or not (one.isdigit() and one.isascii()) or len(one) > _MAX_CL_DIGITS:
-                raise LocalProtocolError(f"invalid Content-Length {_short(value)} in the request")
-            if length is not None and length != one:
-                raise LocalProtocolError("conflicting Content-Length values in the request")
-            length = one
-    if hosts > 1:
-        raise LocalProtocolError("more than one Host field in the request")
-    if chunked:
-        return None
-    if length is not None:
-        return int(length)
-    if body_length is None:
-        return None
-    return body_length

@@ -32,12 +32,22 @@ def validate_request_head(method: str, target: str, headers: list[tuple[str, str
     name that is not a token, whitespace in the target, characters beyond
     latin-1 in a value. Run before a connection is taken, so a refused
     request leaves the pool as it was and sends nothing."""
+    validate_request_line(method, target)
+    validate_fields(headers)
+
+
+def validate_request_line(method: str, target: str) -> None:
+    """The method and target part of `validate_request_head`."""
     if not _TOKEN.fullmatch(method):
         raise LocalProtocolError(f"invalid HTTP method {method!r}; nothing was sent")
     if not target or _BAD_TARGET.search(target):
         raise LocalProtocolError(
             "request target contains whitespace or a control character; nothing was sent"
         )
+
+
+def validate_fields(headers: list[tuple[str, str, str]]) -> None:
+    """The header-field part of `validate_request_head`."""
     for name, _lower, value in headers:
         if not _TOKEN.fullmatch(name):
             raise LocalProtocolError(f"invalid header name {name!r}; nothing was sent")

@@ -14,8 +14,8 @@ response closed early, an exception or a cancellation. A response whose
 body was not read to the end is never reused.
 
 The request head was validated by the transport before a connection was
-taken (`validate_request_head`, `request_framing`), so nothing here can
-refuse a request after a connection was spent on it.
+taken (`check_request_line`, `field_block`), so nothing here can refuse a
+request after a connection was spent on it.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from .._content import EMPTY_BODY, BytesBody, close_body_iterator
 from .._exceptions import LocalProtocolError, RemoteProtocolError, TransportError, WriteError
 from .._headers import Headers
 from .._models import Request, Response
-from .._proto.h1 import (
+from .._proto.h1 import NEED_DATA, Head, ResponseParser
+from .._proto.h1_request import (
     CHUNKED_END,
-    NEED_DATA,
-    Head,
-    ResponseParser,
+    FieldBlock,
     encode_chunk,
-    request_framing,
+    field_block,
     serialize_request_head,
 )
 from .signals import StaleConnection
@@ -153,19 +152,18 @@ class HTTP11Connection:
         memory, not through a proxy) and return True; else False, nothing
         written. The caller drains if the transport asks it to."""
         body = request.stream
-        if "target" in request.extensions or not (
+        extensions = request.extensions
+        if "target" in extensions or not (
             body is EMPTY_BODY or (type(body) is BytesBody and len(body.data) <= _COALESCE)
         ):
             return False
-        url = request.url
-        headers = request.headers.raw_items()
-        length = _framing(request, headers)
+        block = _fields(request)
+        body_length = body.content_length
+        length = block.framing(body_length)
         if length is None:
             return False
-        head = serialize_request_head(
-            request.method, url.target, headers, body_length=body.content_length,
-            host=url.netloc,
-        )
+        url = request.url
+        head = block.head(request.method, url.target, url.netloc, body_length)
         if length:
             self._check_length(len(body.data), length)
             head += body.data
@@ -174,17 +172,20 @@ class HTTP11Connection:
 
     async def _send_request(self, request: Request, timeout: Timeout) -> None:
         url = request.url
-        headers = request.headers.raw_items()
-        target = url.target
+        body = request.stream
+        block = _fields(request)
+        length = block.framing(body.content_length)
         extensions = request.extensions
         if "target" in extensions:  # forwarded through a proxy: absolute form
-            target = extensions["target"]
-            headers = headers + [(n, n.lower(), v) for n, v in extensions.get("proxy_headers", ())]
-        body = request.stream
-        length = _framing(request, headers)
-        head = serialize_request_head(
-            request.method, target, headers, body_length=body.content_length, host=url.netloc
-        )
+            headers = request.headers.raw_items() + [
+                (n, n.lower(), v) for n, v in extensions.get("proxy_headers", ())
+            ]
+            head = serialize_request_head(
+                request.method, extensions["target"], headers,
+                body_length=body.content_length, host=url.netloc,
+            )
+        else:
+            head = block.head(request.method, url.target, url.netloc, body.content_length)
         stream = self._stream
         if length == 0:
             stream.write(head)
@@ -358,16 +359,13 @@ class HTTP11Connection:
         )
 
 
-def _framing(request: Request, headers: list[tuple[str, str, str]]) -> int | None:
-    """The body's framing: the transport's answer when it gave one (it
-    checked the request before taking a connection), else worked out here."""
-    framing = request.extensions.get("framing", _NOT_GIVEN)
-    if framing is _NOT_GIVEN:
-        return request_framing(headers, request.stream.content_length)
-    return framing  # type: ignore[no-any-return]
-
-
-_NOT_GIVEN = object()
+def _fields(request: Request) -> FieldBlock:
+    """The request's fields as the transport checked them before taking a
+    connection, else (a connection driven directly) checked here."""
+    block = request.extensions.get("framing")
+    if type(block) is FieldBlock:
+        return block
+    return field_block(request.headers.raw_items())
 
 
 class _H1Body:

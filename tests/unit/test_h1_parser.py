@@ -8,13 +8,9 @@ import pytest
 
 from hyperhttp._exceptions import LocalProtocolError, RemoteProtocolError
 from hyperhttp._headers import Headers
-from hyperhttp._proto.h1 import (
+from hyperhttp._proto.h1 import NEED_DATA, End, Event, Head, ResponseParser
+from hyperhttp._proto.h1_request import (
     CHUNKED_END,
-    NEED_DATA,
-    End,
-    Event,
-    Head,
-    ResponseParser,
     encode_chunk,
     request_framing,
     serialize_request_head,
