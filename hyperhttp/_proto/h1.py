@@ -171,6 +171,57 @@ _STATE_NAMES = (
 )  # fmt: skip
 
 
+# Field lines seen before, each with its parsed (name, lower-name, value).
+# Servers repeat most of their lines response after response (Server,
+# Content-Type, Connection, Cache-Control, a Date for a second): a dict
+# lookup replaces the regular expression and the lower-casing for those.
+# Framing lines (Content-Length, Transfer-Encoding, Connection) are kept
+# apart: they are checked as a group on every head. Bounded; emptied when full.
+_KNOWN_LINES: dict[str, _Field] = {}
+_KNOWN_FRAMING: dict[str, _Field] = {}
+_KNOWN_LINES_MAX = 2048
+_KNOWN_LINE_LEN = 200  # longer lines are parsed every time, not kept
+
+
+def _known_fields(section: str) -> tuple[list[_Field], list[_Field]] | None:
+    """Split a field section whose lines all end in CRLF into (fields,
+    framing fields), each line found in `_KNOWN_LINES` or checked by `_FIELD`;
+    None when any line is not a plain field line (bare LF ends, obsolete
+    folds, anything refused): the caller's exact path then decides."""
+    lines = section.split("\r\n")
+    lines.pop()  # what follows the last CRLF: nothing
+    if section.count("\n") != len(lines):
+        return None  # a line ended in a bare LF
+    known = _KNOWN_LINES
+    fields: list[_Field] = []
+    special: list[_Field] = []
+    for line in lines:
+        field = known.get(line)
+        if field is None:
+            field = _KNOWN_FRAMING.get(line) or _new_line(line)
+            if field is None:
+                return None
+            if field[1] in _FRAMING_NAMES:
+                special.append(field)
+        fields.append(field)
+    return fields, special
+
+
+def _new_line(line: str) -> _Field | None:
+    """Parse and remember one field line; None if `_FIELD` refuses it."""
+    m = _FIELD.fullmatch(line + "\n")
+    if m is None:
+        return None
+    name, value = m.groups()
+    field = (name, name.lower(), value)
+    if len(line) <= _KNOWN_LINE_LEN:
+        cache = _KNOWN_FRAMING if field[1] in _FRAMING_NAMES else _KNOWN_LINES
+        if len(cache) >= _KNOWN_LINES_MAX:
+            cache.clear()
+        cache[line] = field
+    return field
+
+
 def _short(text: str | bytes) -> str:
     return repr(text[:60]) + ("..." if len(text) > 60 else "")
 
@@ -418,11 +469,15 @@ class ResponseParser:
             raise self._fail(f"invalid status line {_short(line)}")
         minor, code_text, reason = m.groups()
         start = m.end()
-        found = _FIELD_FAST.findall(text, start)
-        if len(found) != text.count("\n", start):
-            found = self._slow_fields(text[start:])
-        fields = [(name, name.lower(), value) for name, value in found]
-        special = [t for t in fields if t[1] in _FRAMING_NAMES]
+        split = _known_fields(text[start:])
+        if split is not None:
+            fields, special = split
+        else:
+            found = _FIELD_FAST.findall(text, start)
+            if len(found) != text.count("\n", start):
+                found = self._slow_fields(text[start:])
+            fields = [(name, name.lower(), value) for name, value in found]
+            special = [t for t in fields if t[1] in _FRAMING_NAMES]
         length, chunked, connection = (
             _framing(fields, special, self._fail) if special else (None, False, "")
         )

@@ -1,0 +1,92 @@
+"""The field-line cache of the HTTP/1.1 response parser: lines seen before
+skip the regular expression, and nothing a fresh parser refuses is accepted
+because a line (or its framing) was cached by an earlier response."""
+
+from __future__ import annotations
+
+import pytest
+
+from hyperhttp._exceptions import RemoteProtocolError
+from hyperhttp._proto import h1
+from hyperhttp._proto.h1 import End, Head, ResponseParser
+
+from .test_h1_parser import parse, refused
+
+
+def head_of(data: bytes) -> Head:
+    _, evs = parse(data)
+    head = evs[0]
+    assert isinstance(head, Head) and isinstance(evs[-1], End)
+    return head
+
+
+def test_lines_seen_before_give_the_same_fields() -> None:
+    data = b"HTTP/1.1 200 OK\r\nServer: cache-test\r\nX-A:  spaced value \t\r\nContent-Length: 2\r\n\r\nok"
+    first = head_of(data).headers
+    assert "Server: cache-test" in h1._KNOWN_LINES and "Content-Length: 2" in h1._KNOWN_FRAMING
+    assert head_of(data).headers == first == [
+        ("Server", "server", "cache-test"),
+        ("X-A", "x-a", "spaced value"),
+        ("Content-Length", "content-length", "2"),
+    ]
+
+
+def test_a_case_or_value_change_is_not_mistaken_for_a_cached_line() -> None:
+    head_of(b"HTTP/1.1 200 OK\r\nX-Case: one\r\nContent-Length: 0\r\n\r\n")
+    fields = head_of(b"HTTP/1.1 200 OK\r\nx-case: One\r\nContent-Length: 0\r\n\r\n").headers
+    assert fields[0] == ("x-case", "x-case", "One")
+
+
+@pytest.mark.parametrize(
+    ("framing", "message"),
+    [
+        (b"Content-Length: 3\r\nContent-Length: 4\r\n", "conflicting Content-Length"),
+        (b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", "both Content-Length and Transfer-Encoding"),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "more than one Transfer-Encoding"),
+    ],
+)
+def test_cached_framing_lines_are_still_checked_together(framing: bytes, message: str) -> None:
+    # Every line below was accepted (and cached) in a response of its own.
+    for line in framing.split(b"\r\n")[:-1]:
+        extra = b"0\r\n\r\n" if b"chunked" in line else b"x" * int(line.rsplit(b" ", 1)[1])
+        parse(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n\r\n" + extra)
+    assert message in refused(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\nabcd")
+
+
+def test_folded_and_bare_lf_heads_take_the_exact_path() -> None:
+    head_of(b"HTTP/1.1 200 OK\r\nX-Fold: a\r\nContent-Length: 0\r\n\r\n")
+    folded = head_of(b"HTTP/1.1 200 OK\r\nX-Fold: a\r\n  b\r\nContent-Length: 0\r\n\r\n")
+    assert folded.headers[0] == ("X-Fold", "x-fold", "a b")
+    bare = head_of(b"HTTP/1.1 200 OK\nX-Fold: a\nContent-Length: 0\n\n")
+    assert bare.headers[0] == ("X-Fold", "x-fold", "a")
+
+
+def test_a_bad_line_is_refused_whatever_was_cached() -> None:
+    head_of(b"HTTP/1.1 200 OK\r\nX-Bad: fine\r\nContent-Length: 0\r\n\r\n")
+    assert "malformed" in refused(b"HTTP/1.1 200 OK\r\nX-Bad: fi\x00ne\r\nContent-Length: 0\r\n\r\n")
+    assert "malformed" in refused(b"HTTP/1.1 200 OK\r\nX Bad: fine\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_the_cache_stays_bounded_and_long_lines_are_not_kept() -> None:
+    for i in range(h1._KNOWN_LINES_MAX + 50):
+        head_of(b"HTTP/1.1 200 OK\r\nX-Id: %d\r\nContent-Length: 0\r\n\r\n" % i)
+    assert len(h1._KNOWN_LINES) <= h1._KNOWN_LINES_MAX
+    long_line = "X-Long: " + "v" * (h1._KNOWN_LINE_LEN + 1)
+    head_of(b"HTTP/1.1 200 OK\r\n" + long_line.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    assert long_line not in h1._KNOWN_LINES
+
+
+def test_parser_instances_share_nothing_but_the_cache() -> None:
+    a, b = ResponseParser(), ResponseParser()
+    a.start("GET")
+    b.start("HEAD")
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    a.feed(data + b"hello")
+    b.feed(data)
+    assert isinstance(a.next_event(), Head) and a.next_event() == b"hello"
+    assert isinstance(b.next_event(), Head) and isinstance(b.next_event(), End)
+    with pytest.raises(RemoteProtocolError):
+        c = ResponseParser()
+        c.start("GET")
+        c.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+        c.next_event()
