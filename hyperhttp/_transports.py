@@ -80,22 +80,24 @@ class HTTPTransport:
 
     async def handle_async_request(self, request: Request) -> Response:
         url = request.url
-        if url.scheme not in ("http", "https"):
+        origin, target, _ = url.wire_parts()
+        if origin[0] not in ("http", "https"):
             raise InvalidURL(f"unsupported URL scheme {url.scheme!r} in {url.redacted()!r}")
-        if not url.host:
+        if not origin[1]:
             raise InvalidURL(f"URL has no host: {url.redacted()!r}")
         # Refuse bad fields or framing before a connection is taken; HTTP/1.1
         # then sends the checked, serialised fields as they are.
-        check_request_line(request.method, url.target)
-        request.extensions["framing"] = field_block(request.headers.raw_items())
+        check_request_line(request.method, target)
+        extensions = request.extensions
+        extensions["framing"] = field_block(request.headers.raw_items())
         # Routing is decided afresh for every hop: a redirect's copy of the
         # previous hop's proxy target or credentials must never be sent.
-        request.extensions.pop("target", None)
-        request.extensions.pop("proxy_headers", None)
-        origin: Origin = (url.scheme, url.host, url.port or 0, "")
+        if "target" in extensions or "proxy_headers" in extensions:
+            extensions.pop("target", None)
+            extensions.pop("proxy_headers", None)
         if not self.proxies.is_direct:
             origin = self._route(request, origin)
-        timeout = request.extensions.get("timeout", DEFAULT_TIMEOUT)
+        timeout = extensions.get("timeout", DEFAULT_TIMEOUT)
         return await self.pool.handle_request(request, origin, timeout)
 
     def _route(self, request: Request, origin: Origin) -> Origin:

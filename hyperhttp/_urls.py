@@ -105,7 +105,7 @@ class URL:
     """An absolute or relative URL."""
 
     __slots__ = ("_fragment", "_host", "_password", "_path", "_port", "_query",
-                 "_scheme", "_username")
+                 "_scheme", "_username", "_wire")
 
     _scheme: str
     _username: str | None
@@ -115,6 +115,7 @@ class URL:
     _path: str
     _query: str
     _fragment: str
+    _wire: tuple[tuple[str, str, int, str], str, str]
 
     def __init__(self, url: str | URL = "", *, params: QueryParams | None = None) -> None:
         if isinstance(url, URL):
@@ -226,6 +227,18 @@ class URL:
         """Path and query as sent on the request line."""
         path = self._path or "/"
         return f"{path}?{self._query}" if self._query else path
+
+    def wire_parts(self) -> tuple[tuple[str, str, int, str], str, str]:
+        """(pool key `(scheme, host, port, "")`, request target, Host value),
+        worked out once per URL object: a URL is never changed once made
+        (`copy_with` changes only its own fresh copy, before any use), and
+        the Client reuses the object for a string it has seen."""
+        try:
+            return self._wire
+        except AttributeError:
+            wire = ((self._scheme, self.host, self.port or 0, ""), self.target, self.netloc)
+            self._wire = wire
+            return wire
 
     @property
     def netloc(self) -> str:

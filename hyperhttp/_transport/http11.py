@@ -162,8 +162,8 @@ class HTTP11Connection:
         length = block.framing(body_length)
         if length is None:
             return False
-        url = request.url
-        head = block.head(request.method, url.target, url.netloc, body_length)
+        _, target, netloc = request.url.wire_parts()
+        head = block.head(request.method, target, netloc, body_length)
         if length:
             self._check_length(len(body.data), length)
             head += body.data

@@ -377,7 +377,7 @@ class ConnectionPool:
             return
         if conn.is_closed():
             self._forget(host, conn)
-        elif self._pay_shed_debt(host, conn) or conn.is_multiplexed:
+        elif (self._shed_owed and self._pay_shed_debt(host, conn)) or conn.is_multiplexed:
             pass  # closed for the fleet, or an HTTP/2 connection that stays open
         elif self._closed or (
             self._max_keepalive is not None and len(host.idle) >= self._max_keepalive
@@ -385,7 +385,9 @@ class ConnectionPool:
             self._discard(host, conn)
         elif conn.is_idle() and conn not in host.idle:
             host.idle.append(conn)
-        self._sweep()
+        now = time.monotonic()
+        if now - self._last_sweep >= 1.0:
+            self._sweep(now)
         if self._waiters:
             self._serve_waiters()
 
@@ -457,10 +459,9 @@ class ConnectionPool:
                 return True
         return False
 
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep < 1.0:
-            return
+    def _sweep(self, now: float) -> None:
+        """Drop expired idle connections and closed multiplexed ones; at most
+        once a second (the caller checks `_last_sweep`)."""
         self._last_sweep = now
         for host in self._hosts.values():
             for conn in [c for c in host.idle if c.has_expired(now, self._expiry)]:

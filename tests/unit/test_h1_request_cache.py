@@ -144,6 +144,9 @@ def test_cached_heads_read_back_like_the_fields_given(
     seen = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers]
     assert seen[0][0] == "host"
     sent = [(lower, value.strip(" \t")) for _, lower, value in given_fields]
+    # h11 merges repeated equal Content-Length fields into one, as it should.
+    lengths = [f for f in sent if f[0] == "content-length"]
+    sent = [f for f in sent if f[0] != "content-length"] + lengths[:1]
     framing_added = [f for f in seen if f[0] in ("content-length", "transfer-encoding")]
     expected = [f for f in sent if f[0] == "host"] or [("host", "u.test")]
     expected += [f for f in sent if f[0] != "host"]
