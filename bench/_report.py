@@ -15,7 +15,7 @@ def rate(sc: Scenario, rec: Record) -> float:
     if rec["elapsed"] <= 0:
         return 0.0
     elapsed = float(rec["elapsed"])
-    if sc.kind == "tiny":
+    if sc.unit == "req/s":
         return float(rec["ops"]) / elapsed
     return float(rec["bytes"]) / elapsed / 1e6
 
@@ -50,6 +50,9 @@ def summarize(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
                 conns = [r["server_conns"] for r in ok if r.get("server_conns") is not None]
                 row["conns"] = statistics.median(conns) if conns else None
                 row["cpu_whole_run"] = bool(ok[0].get("cpu_whole_run"))
+                peaks = [r["peak_open_conns"] for r in ok if r.get("peak_open_conns") is not None]
+                # The largest over the repeats: a cap has to hold in every run.
+                row["peak_conns"] = max(peaks) if peaks else None
             else:
                 row["error"] = runs[-1].get("error", "failed") if runs else "not run"
             rows.append(row)
@@ -90,9 +93,12 @@ def _x(value: float | None) -> str:
 
 
 def scenario_table(sc: Scenario, rows: list[dict[str, Any]]) -> str:
+    fleet = sc.kind == "fleet"  # one more column: most connections open at once
     head = (f"| client | loop | {sc.unit} | x best peer | x raw | CPU/req | CPU % "
-            "| peak RSS MiB | server conns | ok/runs | spread |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| peak RSS MiB | server conns " + ("| peak open conns " if fleet else "")
+            + "| ok/runs | spread |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            + ("---:|" if fleet else "") + "\n")
     lines = []
     for r in rows:
         name = f"**{r['client']}**" if r["role"] == "ours" else r["client"]
@@ -100,11 +106,14 @@ def scenario_table(sc: Scenario, rows: list[dict[str, Any]]) -> str:
             name += " (ceiling)"
         if "rate" not in r:
             err = str(r.get("error", "")).replace("|", "/").replace("\n", " ")[:140]
-            lines.append(f"| {name} | {r['loop']} | error | | | | | | | {r['ok']}/{r['runs']} | |"
-                         f"\n| | | `{err}` | | | | | | | | |")
+            extra = "| " if fleet else ""
+            lines.append(f"| {name} | {r['loop']} | error | | | | | | | {extra}"
+                         f"{r['ok']}/{r['runs']} | |\n| | | `{err}` | | | | | | | {extra}| |")
             continue
         cpu = _fmt_cpu(r["cpu_per_op"]) + ("¹" if r["cpu_whole_run"] else "")
         conns = "—" if r.get("conns") is None else f"{r['conns']:.0f}"
+        if fleet:
+            conns += " | " + ("—" if r.get("peak_conns") is None else str(r["peak_conns"]))
         lines.append(
             f"| {name} | {r['loop']} | {_fmt_rate(r['rate'])} | {_x(r.get('x_best_peer'))} "
             f"| {_x(r.get('x_raw'))} | {cpu} | {r['cpu_pct']:.0f} | {r['rss_mib']:.0f} "
@@ -175,6 +184,12 @@ def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> 
                  "connections nginx (or the upload sink) accepted during the run, warm-up "
                  "included. Spread: (max - min) / median over the repeats; a ratio between "
                  "rows is only meaningful beyond it.\n")
+    if any(SCENARIO_BY_NAME[name].kind == "fleet" for name in summary):
+        parts.append("Fleet rows: 4 worker processes started together; req/s and CPU are "
+                     "summed over the workers (and the coordinator in fleet-4w-coord), "
+                     "peak RSS is the largest worker's. Peak open conns: the most "
+                     "connections nginx had open at once (stub_status sampled every 50 ms), "
+                     "the largest over the repeats; fleet-4w-coord's cap is 32.\n")
     for name, rows in summary.items():
         sc = SCENARIO_BY_NAME[name]
         parts.append(f"### {name}: {sc.description}\n")

@@ -6,16 +6,15 @@ can be driven through it. Adding a scenario means adding a `Scenario` here
 and, if its `kind` is new, a runner in `_worker.py` (Python clients) and in
 `_external.py` (wrk/h2load).
 
-The fleet scenarios (4 worker processes sharing one connection budget, with
-and without `hyperhttp.shared.Coordinator`) are declared but not yet runnable:
-`FLEET_HOOK` is the slot where their runner plugs in (see README).
+The fleet scenarios (kind "fleet": `workers` processes splitting `inflight`
+between them, without and with `hyperhttp.shared.Coordinator`) are run by
+`_fleet.py` instead of `_worker.py`; `only` keeps a scenario to the clients
+that can take part (the coordinator is hyperhttp's alone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -38,10 +37,13 @@ class Scenario:
     count: int = 0  # downloads per run (kind "download")
     description: str = ""
     runnable: bool = True
+    workers: int = 1  # processes sharing `inflight` (kind "fleet")
+    fleet_cap: int = 0  # coordinator's fleet-wide connection cap; 0: no coordinator
+    only: frozenset[str] = frozenset()  # when set, just these clients run here
 
     @property
     def unit(self) -> str:
-        return "req/s" if self.kind == "tiny" else "MB/s"
+        return "req/s" if self.kind in ("tiny", "fleet") else "MB/s"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -59,20 +61,19 @@ SCENARIOS: tuple[Scenario, ...] = (
              description="20 downloads of 10 MiB, 4 at a time, HTTP/2 over TLS"),
     Scenario("h1-upload", "upload", "h1", 1, UPLOAD_PATH,
              description="one multipart/form-data POST of a 1 GiB file (256 MiB in --quick), HTTP/1.1 cleartext"),
-    # Slot for the fleet scenarios: 4 worker processes against one origin with
-    # a shared max_connections, without and with the coordinator.
-    Scenario("fleet-4w", "fleet", "h1", 64, TINY_PATH, runnable=False,
-             description="4 worker processes, per-process limits (no coordinator)"),
-    Scenario("fleet-4w-coord", "fleet", "h1", 64, TINY_PATH, runnable=False,
-             description="4 worker processes sharing limits through the coordinator"),
+    # 4 worker processes x 16 tasks against one origin. Without a coordinator
+    # each caps itself at 16 connections (64 in all); with it the fleet shares
+    # 32, half the demand, so the coordinator has to queue and hand over.
+    Scenario("fleet-4w", "fleet", "h1", 64, TINY_PATH, workers=4,
+             description="4 worker processes x 16 tasks, 13-byte body, HTTP/1.1; "
+                         "per-process cap of 16 connections, no coordinator"),
+    Scenario("fleet-4w-coord", "fleet", "h1", 64, TINY_PATH, workers=4, fleet_cap=32,
+             only=frozenset({"hyperhttp"}),
+             description="4 worker processes x 16 tasks, 13-byte body, HTTP/1.1; "
+                         "coordinator caps the fleet at 32 connections"),
 )
 
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
-
-# Fleet runner hook: set to a callable(scenario, client, loop, settings) -> dict
-# with the same keys as a worker result (see _worker.py) to enable the fleet
-# scenarios. Left None until hyperhttp.shared lands.
-FLEET_HOOK: Callable[..., dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class ClientSpec:
 
     name: str
     protos: frozenset[str]
-    kinds: frozenset[str] = field(default=frozenset({"tiny", "download", "upload"}))
+    kinds: frozenset[str] = field(default=frozenset({"tiny", "download", "upload", "fleet"}))
     external: bool = False  # a native load generator, not a Python subprocess
     role: str = "peer"  # "ours" | "peer" | "raw" | "ceiling"
 
@@ -92,10 +93,12 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("aiohttp", frozenset({"h1"})),  # aiohttp has no HTTP/2
     ClientSpec("httpx", frozenset({"h1", "h2"})),
     ClientSpec("niquests", frozenset({"h1", "h2"})),
-    ClientSpec("raw", frozenset({"h1"}), role="raw"),
+    ClientSpec("raw", frozenset({"h1"}), kinds=frozenset({"tiny", "download", "upload"}),
+               role="raw"),
     ClientSpec("wrk", frozenset({"h1"}), kinds=frozenset({"tiny"}), external=True,
                role="ceiling"),
-    ClientSpec("h2load", frozenset({"h1", "h2"}), external=True, role="ceiling"),
+    ClientSpec("h2load", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download", "upload"}),
+               external=True, role="ceiling"),
 )
 
 CLIENT_BY_NAME = {c.name: c for c in CLIENTS}
@@ -108,6 +111,8 @@ def cells(scenario: Scenario, clients: list[str], loops: list[str]) -> list[tupl
     for name in clients:
         spec = CLIENT_BY_NAME[name]
         if scenario.proto not in spec.protos or scenario.kind not in spec.kinds:
+            continue
+        if scenario.only and name not in scenario.only:
             continue
         if spec.external:
             # h2load is the HTTP/1.1 ceiling only where wrk cannot serve (counts).

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _external  # noqa: E402
-import _scenarios  # noqa: E402
+import _fleet  # noqa: E402
 from _report import markdown, rate, scenario_table, summarize  # noqa: E402
 from _scenarios import (  # noqa: E402
     CLIENT_BY_NAME,
@@ -159,6 +159,11 @@ class Harness:
                 "warmup": self.args.warmup, "tiny_size": len(TINY_BODY),
                 "large_size": LARGE_SIZE, "upload_file": self.upload_file}
 
+    def fleet_settings(self, client: str, sc: Scenario) -> dict[str, Any]:
+        return {**self.settings(), "url": self.url(sc), "ca": self.nginx.ca_path,
+                "pythonpath": str(PEER_DIR if client == "hyperhttp-2.1.0" else HERE.parent),
+                "status_port": self.nginx.h1_port, "work": str(self.work)}
+
     def worker(self, client: str, loop: str, sc: Scenario, kind: str | None = None) -> dict[str, Any]:
         cfg = {"client": client, "loop": loop, "kind": kind or sc.kind, "proto": sc.proto,
                "inflight": sc.inflight, "url": self.url(sc), "ca": self.nginx.ca_path,
@@ -207,12 +212,17 @@ class Harness:
                 result["ok"] = True
             except Exception as exc:  # recorded; the matrix goes on
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        elif sc.kind == "fleet":
+            result = _fleet.run(client, loop, sc, self.fleet_settings(client, sc))
+            result = self._check(client, sc, "tiny", result)
         else:
             result = self.worker(client, loop, sc)
         after = server.stats()
+        # The fleet runner's own stub_status samples are not the client's.
+        own_conns, own_requests = result.pop("sampler", (0, 0))
         overhead = server.stats_overhead
-        result["server_conns"] = after[0] - before[0] - overhead
-        result["server_requests"] = after[1] - before[1] - overhead
+        result["server_conns"] = after[0] - before[0] - overhead - own_conns
+        result["server_requests"] = after[1] - before[1] - overhead - own_requests
         result.update({"scenario": sc.name, "client": client, "loop": loop})
         return result
 
@@ -253,19 +263,15 @@ def run_matrix(h: Harness, scenarios: list[Scenario], clients: list[str],
     the order rotated each repeat so no client always follows the same one."""
     records: list[dict[str, Any]] = []
     for sc in scenarios:
-        hook = _scenarios.FLEET_HOOK  # read late: whoever enables fleets sets it
-        if not sc.runnable and hook is None:
-            print(f"-- {sc.name}: not implemented yet (FLEET_HOOK in _scenarios.py)")
+        if not sc.runnable:
+            print(f"-- {sc.name}: not runnable yet")
             continue
         todo = cells(sc, clients, loops)
         print(f"== {sc.name}: {sc.description} ({len(todo)} cells x {repeats})", flush=True)
         for rep in range(repeats):
             shift = rep % max(len(todo), 1)
             for client, loop in todo[shift:] + todo[:shift]:
-                if not sc.runnable and hook is not None:
-                    rec = hook(sc, client, loop, h.settings())
-                else:
-                    rec = h.run_one(client, loop, sc)
+                rec = h.run_one(client, loop, sc)
                 rec["repeat"] = rep
                 records.append(rec)
                 if rec.get("ok"):
