@@ -18,7 +18,7 @@ import dataclasses
 import inspect
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -272,7 +272,14 @@ class Client:
             send_args = _pop_send_args(kwargs)
             request = self.build_request(method, url, **kwargs)
             return await self.send(request, stream=False, **send_args)
-        return await self.send(self.build_request(method, url), stream=False)
+        request = self.build_request(method, url)
+        if self._closed or not self._is_plain(request):
+            return await self.send(request, stream=False)
+        # What send() does for a plain request, without its coroutine layer.
+        response = await self._attempt(request, True)
+        if self.follow_redirects and response.is_redirect:
+            return await self._follow_from(request, response, True)
+        return response
 
     @asynccontextmanager
     async def stream(self, method: str, url: str | URL, **kwargs: Any) -> AsyncIterator[Response]:
@@ -321,18 +328,14 @@ class Client:
             raise PoolClosed("the client has been closed; create a new Client", request=request)
         if (
             auth is _UNSET and follow_redirects is _UNSET and retry is _UNSET
-            and self.auth is None and self.retry is None and self.telemetry is None
+            and self._is_plain(request)
         ):
-            url = request.url
-            if url.username is None and url.password is None:
-                # No auth, retries or telemetry: one attempt, and the
-                # redirect loop only for a redirect.
-                response = await self._attempt(request, not stream)
-                if self.follow_redirects and response.is_redirect:
-                    return await self._send_handling_redirects(
-                        request, None, True, _NO_RETRY, read_body=not stream, first=response
-                    )
-                return response
+            # No auth, retries or telemetry: one attempt, and the redirect
+            # loop only for a redirect.
+            response = await self._attempt(request, not stream)
+            if self.follow_redirects and response.is_redirect:
+                return await self._follow_from(request, response, not stream)
+            return response
         auth_obj = self.auth if auth is _UNSET else build_auth(auth)
         follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
         policy = self._policy(retry)
@@ -350,6 +353,20 @@ class Client:
                 await response.aclose()
                 raise
         return response
+
+    def _is_plain(self, request: Request) -> bool:
+        """True when sending `request` needs no auth flow, retry policy or
+        telemetry (the client has none, the URL carries no credentials)."""
+        if self.auth is not None or self.retry is not None or self.telemetry is not None:
+            return False
+        url = request.url
+        return url.username is None and url.password is None
+
+    def _follow_from(self, request: Request, response: Response, read_body: bool) -> Awaitable[Response]:
+        """The redirect loop of a plain request, from its first response."""
+        return self._send_handling_redirects(
+            request, None, True, _NO_RETRY, read_body=read_body, first=response
+        )
 
     def _policy(self, retry: Any) -> RetryPolicy:
         if retry is _UNSET:

@@ -294,14 +294,21 @@ class ResponseParser:
         self._scan = max(0, self._scan - pos)
         self._pos = 0
 
-    @property
-    def body_buffered(self) -> bool:
-        """True when the rest of a Content-Length body is already received
-        (the next events are its bytes, if any, then `End`)."""
+    def take_body(self) -> bytes | None:
+        """The rest of a Content-Length body (b"" for none) if all of it is
+        already received, ending the response as the `bytes` and `End`
+        events would; else None with nothing consumed (chunked and
+        close-delimited bodies included)."""
         state = self._state
-        return state == _ENDING or (
-            state == _LENGTH and len(self._buf) - self._pos >= self._remaining
-        )
+        if state == _ENDING:
+            self._state = _DONE
+            return b""
+        if state != _LENGTH or len(self._buf) - self._pos < self._remaining:
+            return None
+        data = self._take(self._remaining)
+        self._remaining = 0
+        self._state = _DONE
+        return data
 
     @property
     def has_unparsed(self) -> bool:

@@ -300,20 +300,11 @@ class HTTP11Connection:
     def read_now(self, body: _H1Body) -> bytes | None:
         """The whole body if the parser already holds all of it (a small
         body that came with the head), else None with nothing consumed."""
-        parser = self._parser
-        if not parser.body_buffered:
-            return None
-        chunks: list[bytes] = []
-        while True:
-            event = parser.next_event()
-            if type(event) is bytes:
-                chunks.append(event)
-                continue
-            assert event is not NEED_DATA  # ruled out by body_buffered
-            self._body_ended(event, body)
-            if len(chunks) == 1:
-                return chunks[0]
-            return b"".join(chunks)
+        data = self._parser.take_body()
+        if data is not None:
+            body.response = None  # see _body_ended
+            self._body_done = True
+        return data
 
     async def read_all(self, read_timeout: float | None, body: _H1Body) -> bytes:
         """The whole body. A small body that came with the head is already

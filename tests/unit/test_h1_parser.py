@@ -376,3 +376,52 @@ def test_chunk_encoding_round_trips_through_h11() -> None:
     _, evs = parse(data)
     assert body_of(evs) == b"x" * 300 + b"yz"
     assert encode_chunk(b"x" * 300)[0] == b"12c\r\n"
+
+
+# --- take_body: the whole Content-Length body at once ----------------------------
+def _after_head(data: bytes, method: str = "GET") -> ResponseParser:
+    parser = ResponseParser()
+    parser.start(method)
+    parser.feed(data)
+    assert isinstance(parser.next_event(), Head)
+    return parser
+
+
+def test_take_body_returns_a_whole_buffered_body_and_ends_the_response() -> None:
+    parser = _after_head(TYPICAL)
+    assert parser.take_body() == b"Hello, world!"
+    assert parser.reusable
+    parser.start("GET")  # the next response may follow
+
+
+def test_take_body_consumes_nothing_when_the_body_is_not_all_there() -> None:
+    parser = _after_head(TYPICAL[:-3])
+    assert parser.take_body() is None
+    assert parser.next_event() == b"Hello, wor"
+    parser.feed(b"ld!")
+    assert parser.take_body() == b"ld!" and parser.reusable
+
+
+@pytest.mark.parametrize(
+    ("data", "method"),
+    [
+        (b"HTTP/1.1 204 No Content\r\n\r\n", "GET"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "GET"),
+    ],
+)
+def test_take_body_of_an_empty_body(data: bytes, method: str) -> None:
+    parser = _after_head(data, method)
+    assert parser.take_body() == b"" and parser.reusable
+
+
+def test_take_body_leaves_chunked_and_close_delimited_bodies_to_events() -> None:
+    assert _after_head(CHUNKED).take_body() is None
+    parser = _after_head(b"HTTP/1.1 200 OK\r\n\r\nuntil eof")
+    assert parser.take_body() is None and parser.next_event() == b"until eof"
+
+
+def test_take_body_with_bytes_past_the_response_forbids_reuse() -> None:
+    parser = _after_head(TYPICAL + b"HTTP/1.1 200 OK\r\n")
+    assert parser.take_body() == b"Hello, world!"
+    assert not parser.reusable
