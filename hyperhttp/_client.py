@@ -503,7 +503,12 @@ class Client:
             if hooks["request"]:
                 await _run_hooks(hooks["request"], request)
             started = time.perf_counter()
-            response = await self._transport.handle_async_request(request)
+            transport = self._transport
+            if type(transport) is HTTPTransport:
+                origin, timeout = transport.prepare(request)
+                response = await transport.pool.handle_request(request, origin, timeout)
+            else:
+                response = await transport.handle_async_request(request)
             response._started = started
         except BaseException as exc:
             if gate is not None:

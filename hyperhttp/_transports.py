@@ -79,6 +79,14 @@ class HTTPTransport:
         )
 
     async def handle_async_request(self, request: Request) -> Response:
+        origin, timeout = self.prepare(request)
+        return await self.pool.handle_request(request, origin, timeout)
+
+    def prepare(self, request: Request) -> tuple[Origin, Timeout]:
+        """Check `request` and route it: the pool key to send it on and its
+        timeouts. Raises before any connection is taken (InvalidURL,
+        LocalProtocolError). The Client calls this and the pool itself,
+        one coroutine fewer than `handle_async_request`."""
         url = request.url
         origin, target, _ = url.wire_parts()
         if origin[0] not in ("http", "https"):
@@ -97,8 +105,7 @@ class HTTPTransport:
             extensions.pop("proxy_headers", None)
         if not self.proxies.is_direct:
             origin = self._route(request, origin)
-        timeout = extensions.get("timeout", DEFAULT_TIMEOUT)
-        return await self.pool.handle_request(request, origin, timeout)
+        return origin, extensions.get("timeout", DEFAULT_TIMEOUT)
 
     def _route(self, request: Request, origin: Origin) -> Origin:
         route = self.proxies.route_for(request.url)
