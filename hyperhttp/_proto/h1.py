@@ -485,9 +485,13 @@ class ResponseParser:
                 found = self._slow_fields(text[start:])
             fields = [(name, name.lower(), value) for name, value in found]
             special = [t for t in fields if t[1] in _FRAMING_NAMES]
-        length, chunked, connection = (
-            _framing(fields, special, self._fail) if special else (None, False, "")
-        )
+        if special:
+            known = _KNOWN_FRAMINGS.get(tuple(special))
+            length, chunked, connection = (
+                known if known is not None else _framing(fields, special, self._fail)
+            )
+        else:
+            length, chunked, connection = None, False, ""
         self._pos = self._scan = after
         code = int(code_text)
         if code < 200:
@@ -686,7 +690,19 @@ def _framing(
         raise fail("both Content-Length and Transfer-Encoding")
     if rewrite:
         fields[:] = _normalised(fields, length)
+    else:
+        # Nothing to rewrite: the verdict depends on `special` alone.
+        if len(_KNOWN_FRAMINGS) >= _KNOWN_LINES_MAX:
+            _KNOWN_FRAMINGS.clear()
+        _KNOWN_FRAMINGS[tuple(special)] = (
+            (None if length is None else int(length)), chunked, connection
+        )
     return (None if length is None else int(length)), chunked, connection
+
+
+# Verdicts of `_framing` on framing fields seen before (the same cached
+# field objects, head after head), when it rewrote nothing.
+_KNOWN_FRAMINGS: dict[tuple[_Field, ...], tuple[int | None, bool, str]] = {}
 
 
 def _normalised(
