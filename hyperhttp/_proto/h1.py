@@ -209,7 +209,7 @@ def _known_fields(section: str) -> tuple[list[_Field], list[_Field]] | None:
 
 def _new_line(line: str) -> _Field | None:
     """Parse and remember one field line; None if `_FIELD` refuses it."""
-    m = _FIELD.fullmatch(line + "\n")
+    m = _FIELD.fullmatch(line + "\r\n")  # the line as it came: a stray CR stays refused
     if m is None:
         return None
     name, value = m.groups()

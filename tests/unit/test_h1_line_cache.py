@@ -90,3 +90,10 @@ def test_parser_instances_share_nothing_but_the_cache() -> None:
         c.start("GET")
         c.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
         c.next_event()
+
+
+def test_a_bare_cr_before_the_line_end_is_refused() -> None:
+    """Found by the h11 differential test: a line ending in CR CR LF must
+    not pass as a field line once split on CRLF."""
+    assert "malformed" in refused(b"HTTP/1.1 200 OK\r\nX-A: 0 \r\r\nContent-Length: 0\r\n\r\n")
+    assert "X-A: 0 \r" not in h1._KNOWN_LINES
