@@ -5,8 +5,9 @@ handles each through a frame object, a debug repr of it (computed even with
 logging off), state-machine events and three copies of the payload. Here:
 
 - `FrameSplitter` cuts the received bytes at frame boundaries and offers each
-  plain DATA frame (complete, unpadded, outside a header block) to the
-  driver; every other byte goes to h2, in order and in runs;
+  plain DATA frame (complete, unpadded, outside a header block) and each
+  plain HEADERS frame (a whole header block; see h2heads.py) to the driver;
+  every other byte goes to h2, in order and in runs;
 - `receive_data_fast` applies h2's rules for such a frame to h2's own state
   in a few attribute updates. Whenever the frame would break a rule, or the
   stream is anything but open, it declines, and the frame goes to h2, which
@@ -23,8 +24,8 @@ also remember which received header blocks passed h2's checks
 (`_CheckedStream`), so a response head seen before is not checked again.
 
 The one observable difference from handing every byte to h2 at once is that
-the frames before a DATA frame are handed over (and their events filed)
-before it, as if the bytes had arrived in two reads; see
+the frames before a DATA or HEADERS frame are handed over (and their events
+filed) before it, as if the bytes had arrived in two reads; see
 tests/unit/test_h2_fast_path.py.
 
 Nothing here touches a socket or the event loop.
@@ -32,18 +33,24 @@ Nothing here touches a socket or the event loop.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
 import h2.connection
+import h2.exceptions
 import h2.stream
+import h2.utilities
 
 _OPEN_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL})
 _CLIENT_OPEN = h2.connection.ConnectionState.CLIENT_OPEN
+_SEND_HEADERS_CONN = h2.connection.ConnectionInputs.SEND_HEADERS
+_STREAM_OPEN = h2.stream.StreamState.OPEN
+_STREAM_HALF_CLOSED = h2.stream.StreamState.HALF_CLOSED_LOCAL
 _RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 
 _DATA, _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x5, 0x9
-_END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
 
 
 def _has_fast_data_internals() -> bool:
@@ -71,6 +78,10 @@ def _has_fast_headers_internals() -> bool:
     try:
         conn = h2.connection.H2Connection()
         probe = h2.stream.H2Stream(1, conn.config, 65535, 65535)
+        machine = probe.state_machine
+        stream_table: Any = h2.stream._transitions
+        conn_table = h2.connection.H2ConnectionStateMachine._transitions
+        state, inputs = h2.stream.StreamState, h2.stream.StreamInputs
         return (
             isinstance(getattr(conn, "_data_to_send", None), bytearray)
             and isinstance(getattr(conn, "highest_outbound_stream_id", None), int)
@@ -78,6 +89,13 @@ def _has_fast_headers_internals() -> bool:
             and hasattr(probe, "request_method")
             and hasattr(probe, "max_outbound_frame_size")
             and callable(getattr(probe, "_process_received_headers", None))
+            # The transitions the fast path makes itself (see there).
+            and conn_table[(_CLIENT_OPEN, _SEND_HEADERS_CONN)] == (None, _CLIENT_OPEN)
+            and stream_table[(state.IDLE, inputs.SEND_HEADERS)]
+            == (h2.stream.H2StreamStateMachine.request_sent, state.OPEN)
+            and stream_table[(state.OPEN, inputs.SEND_END_STREAM)]
+            == (None, state.HALF_CLOSED_LOCAL)
+            and (machine.client, machine.headers_sent) == (None, None)
         )
     except Exception:  # any failure means: use h2's own path
         return False
@@ -90,9 +108,7 @@ _PRUNE_AT = 128
 # Where h2's connection state machine takes a client's HEADERS without an
 # event (its process_input below makes the transition, as h2's would).
 _SENDING_STATES = frozenset({h2.connection.ConnectionState.IDLE, _CLIENT_OPEN})
-_SEND_HEADERS_CONN = h2.connection.ConnectionInputs.SEND_HEADERS
-_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
-_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+_FRAME_HEAD = struct.Struct(">BHBBL")
 
 
 # Received header blocks that passed h2's normalisation and checks, by
@@ -147,7 +163,7 @@ def acknowledge_data(conn: h2.connection.H2Connection, size: int, stream_id: int
 
 
 def _frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
+    return _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id)
 
 
 def send_request_headers_fast(
@@ -172,6 +188,7 @@ def send_request_headers_fast(
         or config.normalize_outbound_headers
         or conn.state_machine.state not in _SENDING_STATES
         or conn.max_outbound_frame_size <= 0
+        or not headers
         or stream_id in streams
         or stream_id <= conn.highest_outbound_stream_id
         or not stream_id % 2
@@ -180,7 +197,10 @@ def send_request_headers_fast(
         or len(streams) + 1 > min(conn.remote_settings.max_concurrent_streams, _PRUNE_AT)
     ):
         return False
-    conn.state_machine.process_input(_SEND_HEADERS_CONN)
+    if conn.state_machine.state is not _CLIENT_OPEN:
+        # The first stream opens the connection; later ones leave it as it
+        # is, without an event (checked against h2's table at import).
+        conn.state_machine.process_input(_SEND_HEADERS_CONN)
     # What h2's _begin_new_stream does once its checks (above) pass.
     stream = _CheckedStream(
         stream_id,
@@ -191,13 +211,26 @@ def send_request_headers_fast(
     stream.max_outbound_frame_size = conn.max_outbound_frame_size
     streams[stream_id] = stream
     conn.highest_outbound_stream_id = stream_id
-    stream.state_machine.process_input(_SEND_HEADERS)
+    # h2's stream transitions for SEND_HEADERS (request_sent: IDLE to OPEN,
+    # its event dropped by h2 too) and, once the block is coded,
+    # SEND_END_STREAM (OPEN to HALF_CLOSED_LOCAL); checked at import.
+    machine = stream.state_machine
+    machine.client = machine.headers_sent = True
+    machine.state = _STREAM_OPEN
     block = conn.encoder.encode(headers)
     if end_stream:
-        stream.state_machine.process_input(_SEND_END_STREAM)
+        machine.state = _STREAM_HALF_CLOSED
+    # h2 takes the first :authority and :method; ours lead the block.
+    one, two = headers[0], headers[1] if len(headers) > 1 else (b"", b"")
     if stream._authority is None:
-        stream._authority = next((v for n, v in headers if n == b":authority"), None)
-    stream.request_method = next((v for n, v in headers if n == b":method"), None)
+        stream._authority = (
+            two[1]
+            if two[0] == b":authority" and one[0] != b":authority"
+            else next((v for n, v in headers if n == b":authority"), None)
+        )
+    stream.request_method = (
+        one[1] if one[0] == b":method" else next((v for n, v in headers if n == b":method"), None)
+    )
     size = stream.max_outbound_frame_size or 0
     first, rest = block[:size], block[size:]
     flags = (_END_STREAM if end_stream else 0) | (0 if rest else _END_HEADERS)
@@ -243,15 +276,17 @@ def receive_data_fast(
 # on_frames(run) hands complete frames to h2; False: stop, the connection is gone.
 FramesHandler = Callable[[bytes], bool]
 # on_data(stream_id, payload, end_stream): True when the frame was taken.
+# on_headers(stream_id, block, end_stream) likewise, for a whole header block.
 DataHandler = Callable[[int, bytes, bool], bool]
 
 
 class FrameSplitter:
     """Cuts the bytes received on one connection at HTTP/2 frame boundaries.
 
-    `feed` offers every plain DATA frame to `on_data` and hands every other
-    frame to `on_frames`, in order; a declined DATA frame goes to `on_frames`
-    with the frames after it. The start of a frame whose end has not arrived
+    `feed` offers every plain DATA frame to `on_data`, every plain HEADERS
+    frame (a whole header block: END_HEADERS, no padding, no priority) to
+    `on_headers`, and hands every other frame to `on_frames`, in order; a
+    declined frame goes to `on_frames` with the frames after it. The start of a frame whose end has not arrived
     is kept for the next `feed`. Disabled (h2 lacks the internals the fast
     path needs, or a frame too large for h2 arrived), it hands every byte to
     `on_frames` unchanged.
@@ -265,7 +300,12 @@ class FrameSplitter:
         self._in_header_block = False  # HEADERS seen, CONTINUATION expected
 
     def feed(
-        self, data: bytes, max_frame: int, on_frames: FramesHandler, on_data: DataHandler
+        self,
+        data: bytes,
+        max_frame: int,
+        on_frames: FramesHandler,
+        on_data: DataHandler,
+        on_headers: DataHandler | None = None,
     ) -> None:
         if not self.enabled:
             on_frames(data)
@@ -295,6 +335,19 @@ class FrameSplitter:
                     start = pos
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                 if on_data(sid, data[pos + 9 : end], bool(flags & _END_STREAM)):
+                    start = end
+            elif (
+                kind == _HEADERS
+                and on_headers is not None
+                and flags & (_END_HEADERS | _PADDED | _PRIORITY) == _END_HEADERS
+                and not self._in_header_block
+            ):
+                if start < pos:
+                    if not on_frames(data[start:pos]):
+                        return
+                    start = pos
+                sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                if on_headers(sid, data[pos + 9 : end], bool(flags & _END_STREAM)):
                     start = end
             elif kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
                 self._in_header_block = not flags & _END_HEADERS

@@ -207,6 +207,17 @@ def remote_stream_limit(conn: h2.connection.H2Connection) -> int:
     return min(conn.remote_settings.max_concurrent_streams, MAX_STREAMS_CAP)
 
 
+# The regular fields of request heads, checked and encoded, by the fields
+# they come from: a client sends the same fields (its defaults, a token)
+# with request after request, to many targets. Each request adds its
+# pseudo-header fields. Bounded; emptied when full; fields carrying
+# credentials are not kept in this process-wide cache.
+_REQUEST_FIELDS: dict[
+    tuple[tuple[str, str, str], ...], tuple[str | None, tuple[tuple[bytes, bytes], ...]]
+] = {}
+_FIELDS_CACHE_SIZE = 1024
+
+
 def build_request_headers(
     method: str,
     scheme: str,
@@ -222,12 +233,17 @@ def build_request_headers(
     the fields a Connection field names; TE is sent only as "trailers".
     """
     items = fields if isinstance(fields, list) else list(fields)
-    hop_by_hop: set[str] = set()
-    for _, lower, value in items:
-        if lower == "host":
-            authority = value.strip()
-        elif lower == "connection":
-            hop_by_hop.update(t.strip().lower() for t in value.split(","))
+    key = tuple(items)
+    known = _REQUEST_FIELDS.get(key)
+    if known is None:
+        known = _request_fields(items)
+        if not any(lower in _NEVER_INDEXED or lower == "cookie" for _, lower, _ in items):
+            if len(_REQUEST_FIELDS) >= _FIELDS_CACHE_SIZE:
+                _REQUEST_FIELDS.clear()
+            _REQUEST_FIELDS[key] = known
+    host, regular = known
+    if host is not None:
+        authority = host
     if not _TOKEN.match(method):
         raise LocalProtocolError(f"invalid HTTP method {method!r}; nothing was sent")
     if not target or _BAD_TARGET.search(target):
@@ -243,6 +259,29 @@ def build_request_headers(
             (b":scheme", scheme.encode("ascii")),
             (b":path", target.encode("ascii")),
         ]
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"request head has a character that HTTP/2 cannot carry: {exc.reason}; "
+            "nothing was sent"
+        ) from None
+    out.extend(regular)
+    return out
+
+
+def _request_fields(
+    items: list[tuple[str, str, str]],
+) -> tuple[str | None, tuple[tuple[bytes, bytes], ...]]:
+    """(the Host field's value or None, the regular fields checked and
+    encoded) for `build_request_headers`."""
+    host: str | None = None
+    hop_by_hop: set[str] = set()
+    for _, lower, value in items:
+        if lower == "host":
+            host = value.strip()
+        elif lower == "connection":
+            hop_by_hop.update(t.strip().lower() for t in value.split(","))
+    out: RawHeaders = []
+    try:
         for name, lower, value in items:
             if lower in _CONNECTION_SPECIFIC or lower in hop_by_hop:
                 continue
@@ -267,20 +306,37 @@ def build_request_headers(
             f"request head has a character that HTTP/2 cannot carry: {exc.reason}; "
             "nothing was sent"
         ) from None
-    return out
+    return host, tuple(out)
+
+
+# Response fields seen before, decoded: servers repeat most of their fields
+# response after response (the HPACK decoder even hands back the same
+# objects for indexed ones). Bounded; emptied when full; long values and
+# Set-Cookie are not kept.
+_RESPONSE_FIELDS: dict[tuple[bytes, bytes], tuple[str, str, str]] = {}
+_STATUSES: dict[bytes, int] = {}
 
 
 def parse_response_head(headers: Iterable[tuple[bytes, bytes]], peer: str) -> tuple[int, Headers]:
     """Status code and fields of a response head (h2 has validated it)."""
     status = 0
     items: list[tuple[str, str, str]] = []
-    for name, value in headers:
-        if name[:1] == b":":
-            if name == b":status":
-                status = _status(value, peer)
-            continue
-        text = name.decode("latin-1")
-        items.append((text, text, value.decode("latin-1")))
+    known = _RESPONSE_FIELDS
+    for field in headers:
+        item = known.get(field)
+        if item is None:
+            name, value = field
+            if name[:1] == b":":
+                if name == b":status":
+                    status = _STATUSES.get(value) or _status(value, peer)
+                continue
+            text = name.decode("latin-1")
+            item = (text, text, value.decode("latin-1"))
+            if len(value) <= 200 and text != "set-cookie":
+                if len(known) >= _FIELDS_CACHE_SIZE:
+                    known.clear()
+                known[(name, value)] = item
+        items.append(item)
     if not status:
         raise RemoteProtocolError(f"response from {peer} has no :status")
     return status, Headers.from_raw(items)
@@ -298,7 +354,8 @@ def parse_trailers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
 def _status(value: bytes, peer: str) -> int:
     if len(value) != 3 or not value.isdigit():
         raise RemoteProtocolError(f"response from {peer} has an invalid :status {value!r}")
-    return int(value)
+    code = _STATUSES[value] = int(value)  # at most 1,000 distinct values
+    return code
 
 
 def error_name(code: int) -> str:

@@ -237,7 +237,27 @@ class H2Body:
     async def __anext__(self) -> bytes:
         return await self._conn.next_chunk(self._st, self._read_timeout, self.response)
 
+    def read_now(self) -> bytes | None:
+        """The whole body if the server has sent all of it (a small body
+        that came with the head), the stream then released; else None with
+        nothing consumed."""
+        return self._conn.read_now(self._st, self.response)
+
+    async def read_all(self) -> bytes:
+        """The whole body, without an iterator per chunk."""
+        conn, st, timeout, response = self._conn, self._st, self._read_timeout, self.response
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunks.append(await conn.next_chunk(st, timeout, response))
+        except StopAsyncIteration:
+            pass
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def aclose(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
         self._conn.release(self._st)
         # Response.stream is this body: drop the way back, or every response
         # is a reference cycle left to the garbage collector.

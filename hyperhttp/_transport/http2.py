@@ -8,7 +8,9 @@ no reader task and no task switch sits between the socket and a stream.
 The stream table (slots, their states and the rules every change keeps) is
 described in h2streams.py, with the per-stream transitions; the DATA and
 request HEADERS fast paths (frames split here, plain DATA filed without h2;
-request heads queued without h2's send_headers) in _proto/h2frames.py.
+request heads queued without h2's send_headers) in _proto/h2frames.py, the
+response HEADERS one in _proto/h2heads.py; request bodies go out in
+h2upload.py.
 While several streams are in flight, what h2 queues for them is written
 once per loop turn (`_flush_soon`).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import h2.events
@@ -26,7 +28,6 @@ import h2.settings
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
-from .._content import close_body_iterator
 from .._exceptions import (
     ConnectTimeout,
     HyperHTTPError,
@@ -35,7 +36,6 @@ from .._exceptions import (
     ReadError,
     RemoteProtocolError,
     WriteError,
-    WriteTimeout,
 )
 from .._models import Request, Response
 from .._proto.h2frames import (
@@ -45,6 +45,7 @@ from .._proto.h2frames import (
     receive_data_fast,
     send_request_headers_fast,
 )
+from .._proto.h2heads import receive_headers_fast
 from .._proto.http2 import (
     CONNECTION_WINDOW,
     STREAM_WINDOW,
@@ -58,6 +59,7 @@ from .._proto.http2 import (
 )
 from .h2ping import IdlePinger
 from .h2streams import H2Body, Stream, wait_for, wake
+from .h2upload import send_body
 from .signals import RequestNotProcessed
 
 if TYPE_CHECKING:
@@ -216,7 +218,7 @@ class HTTP2Connection:
             raise
         try:
             if not st.local_closed:
-                await self._send_body(st, request, timeout.write)
+                await send_body(self, st, request, timeout.write)
             while st.head is None:
                 if st.error is not None:
                     raise st.error
@@ -269,60 +271,6 @@ class HTTP2Connection:
         self._flush_soon(len(self._streams) > 1)
         return st
 
-    async def _send_body(self, st: Stream, request: Request, write_timeout: float | None) -> None:
-        chunks = aiter(request.stream)
-        try:
-            await self._send_chunks(st, chunks, write_timeout)
-        finally:
-            await close_body_iterator(chunks)
-
-    async def _send_chunks(
-        self, st: Stream, chunks: AsyncIterator[bytes], write_timeout: float | None
-    ) -> None:
-        h2c = self._h2
-        sid = st.id
-        async for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                if st.error is not None:
-                    raise st.error
-                if st.remote_closed:
-                    # The server answered before taking the whole body; it
-                    # wants no more (RFC 9113 8.1). Stop; release resets it.
-                    return
-                try:
-                    window = h2c.local_flow_control_window(sid)
-                    frame = h2c.max_outbound_frame_size
-                    if not window:
-                        self._blocked.add(st)
-                        try:
-                            await st.wait(self._loop, write_timeout, reading=False, peer=self.peer)
-                        finally:
-                            self._blocked.discard(st)
-                        continue
-                    size = min(window, len(view))
-                    for offset in range(0, size, frame):
-                        h2c.send_data(sid, view[offset : min(offset + frame, size)])
-                except h2.exceptions.H2Error as exc:
-                    raise self._send_failure(st, exc) from None
-                view = view[size:]
-                self._flush()
-                await self._drain(write_timeout)
-        if not st.remote_closed and st.error is None:
-            try:
-                h2c.end_stream(sid)
-            except h2.exceptions.H2Error as exc:
-                raise self._send_failure(st, exc) from None
-            st.local_closed = True
-            self._flush()
-
-    def _send_failure(self, st: Stream, exc: h2.exceptions.H2Error) -> HyperHTTPError:
-        if st.error is not None:
-            return st.error
-        if self._failure is not None:
-            return self._failure
-        return WriteError(f"cannot send stream {st.id} to {self.peer}: {exc}")
-
     # --- the response body --------------------------------------------------
     async def next_chunk(
         self, st: Stream, read_timeout: float | None, response: Response | None
@@ -349,6 +297,19 @@ class HTTP2Connection:
                 self.release(st)
                 raise
 
+    def read_now(self, st: Stream, response: Response | None) -> bytes | None:
+        """The whole body if the server ended the stream cleanly, the stream
+        released (as at the end of `next_chunk`); else None, nothing taken."""
+        if not st.remote_closed or st.error is not None:
+            return None
+        chunks = st.chunks
+        data = b"" if not chunks else chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if st.trailers is not None and response is not None:
+            response.trailers = parse_trailers(st.trailers)
+        self.release(st)  # gives the connection its credit for the bytes
+        return data
+
     def _acknowledge(self, st: Stream) -> None:
         size = st.unacked
         if size and not self._closed:
@@ -371,29 +332,6 @@ class HTTP2Connection:
         finally:
             if fut in self._capacity_waiters:
                 self._capacity_waiters.remove(fut)
-
-    async def _drain(self, timeout: float | None) -> None:
-        # SocketStream keeps one drain waiter; streams writing at once share it.
-        if not self._draining:
-            self._draining = True
-            try:
-                await self._stream.drain(timeout)
-            finally:
-                self._draining = False
-                waiters, self._drain_waiters = self._drain_waiters, []
-                for fut in waiters:
-                    wake(fut)
-            return
-        fut = self._loop.create_future()
-        self._drain_waiters.append(fut)
-        try:
-            await wait_for(self._loop, fut, timeout)
-        except TimeoutError:
-            raise WriteTimeout(
-                f"{self.peer} accepted no data for {timeout:.3g}s (write timeout)"
-            ) from None
-        if self._failure is not None:
-            raise self._failure
 
     # --- ending a stream ------------------------------------------------------
     def release(self, st: Stream) -> None:
@@ -441,7 +379,11 @@ class HTTP2Connection:
             self._notify = False
             try:
                 self._frames.feed(
-                    data, self._h2.max_inbound_frame_size, self._receive_frames, self._receive_fast
+                    data,
+                    self._h2.max_inbound_frame_size,
+                    self._receive_frames,
+                    self._receive_fast,
+                    self._receive_head_fast if self._fast_headers else None,
                 )
             except h2.exceptions.ProtocolError as exc:
                 self._flush()  # h2 queued a GOAWAY naming the error
@@ -473,6 +415,21 @@ class HTTP2Connection:
         ):
             return False
         st.receive_data(data, len(data), end_stream)
+        return True
+
+    def _receive_head_fast(self, stream_id: int, block: bytes, end_stream: bool) -> bool:
+        """File a response head without h2's frame and event machinery when
+        h2 would have accepted it; False: h2 must see the frame."""
+        st = self._streams.get(stream_id)
+        if st is None or st.head is not None or st.error is not None or st.remote_closed:
+            return False
+        fields = receive_headers_fast(self._h2, stream_id, block, end_stream)
+        if fields is False:
+            return False
+        if fields is not True:  # True: a 1xx head, which h2's path files nowhere either
+            st.receive_head(fields)
+            if end_stream:
+                st.receive_end()
         return True
 
     def _dispatch(self, events: list[h2.events.Event]) -> bool:
