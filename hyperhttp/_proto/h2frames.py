@@ -275,9 +275,11 @@ def receive_data_fast(
 
 # on_frames(run) hands complete frames to h2; False: stop, the connection is gone.
 FramesHandler = Callable[[bytes], bool]
-# on_data(stream_id, payload, end_stream): True when the frame was taken.
-# on_headers(stream_id, block, end_stream) likewise, for a whole header block.
-DataHandler = Callable[[int, bytes, bool], bool]
+# on_data(stream_id, payload, end_stream): True when the frame was taken;
+# a DATA payload is a view of the bytes received (the taker copies it out).
+# on_headers(stream_id, block, end_stream) likewise, for a whole header
+# block (always `bytes`).
+DataHandler = Callable[[int, Any, bool], bool]
 
 
 class FrameSplitter:
@@ -310,10 +312,40 @@ class FrameSplitter:
         if not self.enabled:
             on_frames(data)
             return
-        if self._partial:
-            data, self._partial = self._partial + data, b""
+        begin = 0
+        partial = self._partial
+        if partial:
+            # Finish the frame the last read cut, from the front of this one:
+            # a copy of that frame only, not of the whole read.
+            self._partial = b""
+            header = partial if len(partial) >= 9 else partial + data[: 9 - len(partial)]
+            if len(header) < 9:
+                self._partial = header
+                return
+            need = 9 + ((header[0] << 16) | (header[1] << 8) | header[2]) - len(partial)
+            if need > len(data) or need > max_frame + 9:
+                # Still cut (or too large for h2: the loop below says so).
+                data = partial + data
+            else:
+                if not self._frames(partial + data[:need], 0, max_frame, on_frames, on_data, on_headers):
+                    return
+                begin = need
+        self._frames(data, begin, max_frame, on_frames, on_data, on_headers)
+
+    def _frames(
+        self,
+        data: bytes,
+        pos: int,
+        max_frame: int,
+        on_frames: FramesHandler,
+        on_data: DataHandler,
+        on_headers: DataHandler | None,
+    ) -> bool:
+        """Split `data[pos:]`; False when a handler said the connection is
+        gone (stop). DATA payloads go out as views of `data`, not copies."""
         size = len(data)
-        start = pos = 0  # data[start:pos]: complete frames h2 has not seen yet
+        start = pos  # data[start:pos]: complete frames h2 has not seen yet
+        view = memoryview(data)
         while size - pos >= 9:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
             if length > max_frame:
@@ -321,7 +353,7 @@ class FrameSplitter:
                 # from here on h2 holds part of a frame, so it gets every byte.
                 self.enabled = False
                 on_frames(data[start:])
-                return
+                return False
             end = pos + 9 + length
             if end > size:
                 break
@@ -331,10 +363,10 @@ class FrameSplitter:
             if kind == _DATA and not flags & _PADDED and not self._in_header_block:
                 if start < pos:  # earlier frames first: they may carry this stream's head
                     if not on_frames(data[start:pos]):
-                        return
+                        return False
                     start = pos
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                if on_data(sid, data[pos + 9 : end], bool(flags & _END_STREAM)):
+                if on_data(sid, view[pos + 9 : end], bool(flags & _END_STREAM)):
                     start = end
             elif (
                 kind == _HEADERS
@@ -344,7 +376,7 @@ class FrameSplitter:
             ):
                 if start < pos:
                     if not on_frames(data[start:pos]):
-                        return
+                        return False
                     start = pos
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                 if on_headers(sid, data[pos + 9 : end], bool(flags & _END_STREAM)):
@@ -352,7 +384,8 @@ class FrameSplitter:
             elif kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
                 self._in_header_block = not flags & _END_HEADERS
             pos = end
-        if start < pos:
-            on_frames(data[start:pos])
+        if start < pos and not on_frames(data[start:pos]):
+            return False
         if pos < size:
             self._partial = data[pos:]
+        return True

@@ -108,7 +108,7 @@ class Stream:
     def __init__(self, stream_id: int) -> None:
         self.id = stream_id
         self.head: Fields | None = None
-        self.chunks: deque[bytes] = deque()
+        self.chunks: deque[bytes | memoryview] = deque()  # views of received bytes, too
         self.unacked = 0  # flow-controlled bytes received, not yet consumed
         self.trailers: Fields | None = None
         self.local_closed = False  # we sent END_STREAM (or reset)
@@ -158,7 +158,9 @@ class Stream:
         self.saw_bytes = True
         wake(self.waiter)
 
-    def receive_data(self, data: bytes, flow_controlled: int, end_stream: bool) -> None:
+    def receive_data(
+        self, data: bytes | memoryview, flow_controlled: int, end_stream: bool
+    ) -> None:
         if data:
             self.chunks.append(data)
         self.unacked += flow_controlled

@@ -279,7 +279,9 @@ class HTTP2Connection:
         while True:
             chunks = st.chunks
             if chunks:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                # One copy out: chunks may be views of the bytes received
+                # (join hands a lone bytes object back as it is).
+                data = b"".join(chunks)
                 chunks.clear()
                 self._acknowledge(st)
                 return data
@@ -303,7 +305,7 @@ class HTTP2Connection:
         if not st.remote_closed or st.error is not None:
             return None
         chunks = st.chunks
-        data = b"" if not chunks else chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = b"".join(chunks)
         chunks.clear()
         if st.trailers is not None and response is not None:
             response.trailers = parse_trailers(st.trailers)
@@ -404,7 +406,7 @@ class HTTP2Connection:
             self._notify = True
         return not self._closed
 
-    def _receive_fast(self, stream_id: int, data: bytes, end_stream: bool) -> bool:
+    def _receive_fast(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> bool:
         """File one plain DATA frame without h2 when h2 would only have
         accepted it; False: h2 must see it."""
         st = self._streams.get(stream_id)
