@@ -89,6 +89,7 @@ class SocketStream(asyncio.BufferedProtocol):
         self._read_deadline: float | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timer_at = 0.0
+        self._read_timeout = 0.0  # what the waiting read asked for, for its message
 
     # --- asyncio.Protocol callbacks ---------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,26 +224,31 @@ class SocketStream(asyncio.BufferedProtocol):
         """Return buffered bytes, waiting up to `timeout` for some;
         b"" means the peer closed its side."""
         while True:
-            if self._end > self._start or self._front:
-                return self.read_nowait()
-            if self._eof:
+            waiter = self.data_waiter(timeout)
+            if waiter is None:
+                if self._end > self._start or self._front:
+                    return self.read_nowait()
                 return self._eof_result()
-            loop = self._loop
-            waiter = loop.create_future()
-            self._read_waiter = waiter
-            if timeout is not None:
-                deadline = self._read_deadline = loop.time() + timeout
-                if self._read_timer is None or self._read_timer_at > deadline:
-                    self._set_read_timer(deadline)
-            try:
-                await waiter
-            except TimeoutError:
-                raise ReadTimeout(
-                    f"no data from {self.peer} for {timeout:.3g}s (read timeout)"
-                ) from None
-            finally:
-                self._read_waiter = None
-                self._read_deadline = None
+            await waiter
+
+    def data_waiter(self, timeout: float | None) -> asyncio.Future[None] | None:
+        """None when bytes or EOF are in already; else a future that is
+        done when some arrive, or fails with ReadTimeout after `timeout`
+        seconds without any. (`read()` without its coroutine, for a caller
+        that then takes the bytes with `read_nowait()`.)"""
+        if self._end > self._start or self._front or self._eof:
+            return None
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._read_waiter = waiter
+        if timeout is None:
+            self._read_deadline = None
+        else:
+            deadline = self._read_deadline = loop.time() + timeout
+            self._read_timeout = timeout
+            if self._read_timer is None or self._read_timer_at > deadline:
+                self._set_read_timer(deadline)
+        return waiter
 
     def _set_read_timer(self, when: float) -> None:
         if self._read_timer is not None:
@@ -257,7 +263,9 @@ class SocketStream(asyncio.BufferedProtocol):
         if deadline is None or waiter is None or waiter.done():
             return  # no read waiting: the next one arms the timer again
         if self._loop.time() >= deadline:
-            waiter.set_exception(TimeoutError())
+            waiter.set_exception(
+                ReadTimeout(f"no data from {self.peer} for {self._read_timeout:.3g}s (read timeout)")
+            )
         else:
             self._set_read_timer(deadline)
 

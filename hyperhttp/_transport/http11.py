@@ -126,7 +126,11 @@ class HTTP11Connection:
                     # reused only when its last response ended at the buffer's
                     # end): wait for the socket at once; a head that came whole
                     # needs no further coroutine.
-                    data = await self._stream.read(timeout.read)
+                    stream = self._stream
+                    waiter = stream.data_waiter(timeout.read)
+                    if waiter is not None:
+                        await waiter
+                    data = stream.read_nowait()  # b"" at EOF: _receive_head says why
                     event = None
                     if data:
                         parser.feed(data)
