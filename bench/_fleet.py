@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,7 +44,14 @@ sys.path.insert(0, str(HERE))
 
 from _scenarios import Scenario  # noqa: E402
 from _servers import stop_process  # noqa: E402
-from _worker import DRIVERS, Driver, HyperDriver, describe, peak_rss_kb, run_tiny  # noqa: E402
+from _worker import (  # noqa: E402
+    DRIVERS,
+    Driver,
+    HyperDriver,
+    describe,
+    run_and_report,
+    run_tiny,
+)
 
 READY_TIMEOUT = 60.0  # imports, client, first request (and coordinator link) per worker
 SAMPLE_EVERY = 0.05  # seconds between stub_status samples
@@ -90,24 +96,7 @@ async def _fleet_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(cfg: dict[str, Any]) -> None:
-    if cfg.get("cpu") is not None:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {cfg["cpu"]})
-    try:
-        if cfg["loop"] == "uvloop":
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        else:
-            runner = asyncio.Runner()
-        with runner:
-            result = runner.run(_fleet_worker(cfg))
-        result["ok"] = True
-    except BaseException as exc:  # reported to the runner, which records it
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500],
-                  "traceback": traceback.format_exc()[-3000:]}
-    result["maxrss_kb"] = peak_rss_kb()
-    print("RESULT " + json.dumps(result), flush=True)
+    run_and_report(cfg, _fleet_worker)
 
 
 # --- runner side --------------------------------------------------------------------------

@@ -382,8 +382,9 @@ async def amain(cfg: dict[str, Any]) -> dict[str, Any]:
             await asyncio.wait_for(d.close(), 10)
 
 
-def main() -> None:
-    cfg = json.loads(sys.argv[1])
+def run_and_report(cfg: dict[str, Any], amain_fn: Any) -> None:
+    """Pin, run `amain_fn(cfg)` on the configured loop and print its result
+    (or the failure) as one `RESULT {json}` line, peak RSS included."""
     if cfg.get("cpu") is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cfg["cpu"]})
@@ -395,13 +396,17 @@ def main() -> None:
         else:
             runner = asyncio.Runner()
         with runner:
-            result = runner.run(amain(cfg))
+            result = runner.run(amain_fn(cfg))
         result["ok"] = True
     except BaseException as exc:  # report every failure, the harness goes on
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500],
                   "traceback": traceback.format_exc()[-3000:]}
     result["maxrss_kb"] = peak_rss_kb()
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    run_and_report(json.loads(sys.argv[1]), amain)
 
 
 if __name__ == "__main__":
