@@ -28,11 +28,12 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
-from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack import Encoder, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .._headers import Headers
+from .h2hpack import FastDecoder
 
 # Receive windows. The per-stream window bounds what one unread response can
 # make us buffer; the connection window is larger so that a few stalled
@@ -77,7 +78,10 @@ class _CountingTable(HeaderTable):
         self.generation = 0
 
     def add(self, name: bytes, value: bytes) -> None:
-        self.generation += 1
+        # An entry larger than the table empties it: no change if it is empty
+        # already (nginx indexes every field in a table it set to size 0).
+        if self.dynamic_entries or 32 + len(name) + len(value) <= self._maxsize:
+            self.generation += 1
         super().add(name, value)
 
     @property
@@ -129,10 +133,10 @@ class _CachingEncoder(Encoder):
         return block
 
 
-class _CachingDecoder(Decoder):
-    """hpack's decoder, remembering the fields of blocks whose decoding left
-    the table unchanged (servers often send one response head many times,
-    and nginx codes its fields without the dynamic table)."""
+class _CachingDecoder(FastDecoder):
+    """hpack's decoder (sped up: see h2hpack.py), remembering the fields of
+    blocks whose decoding left the table unchanged (servers often send one
+    response head many times, some without the dynamic table)."""
 
     def __init__(self) -> None:
         super().__init__()
