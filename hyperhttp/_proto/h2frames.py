@@ -84,6 +84,8 @@ def _has_fast_headers_internals() -> bool:
         state, inputs = h2.stream.StreamState, h2.stream.StreamInputs
         return (
             isinstance(getattr(conn, "_data_to_send", None), bytearray)
+            and isinstance(getattr(conn, "_closed_streams", None), dict)
+            and hasattr(probe, "closed_by")
             and isinstance(getattr(conn, "highest_outbound_stream_id", None), int)
             and hasattr(probe, "_authority")
             and hasattr(probe, "request_method")
@@ -271,6 +273,21 @@ def receive_data_fast(
     if end_stream:
         stream.state_machine.process_input(_RECV_END_STREAM)
     return True
+
+
+def prune_if_closed(conn: h2.connection.H2Connection, stream_id: int) -> None:
+    """Forget a closed stream now, as h2 does for all of them when it next
+    counts its open streams (which the fast paths leave to it).
+
+    h2 answers frames on a pruned stream by how it closed (ignored after our
+    RST_STREAM, as RFC 9113 section 5.1 requires); while a closed stream is
+    still kept, h2 takes an informational HEADERS frame on it as a
+    connection error. So a late 1xx on a stream we reset would otherwise
+    tear down every other stream of the connection."""
+    stream = conn.streams.get(stream_id)
+    if FAST_HEADERS and stream is not None and stream.closed:
+        del conn.streams[stream_id]
+        conn._closed_streams[stream_id] = stream.closed_by
 
 
 # on_frames(run) hands complete frames to h2; False: stop, the connection is gone.

@@ -42,7 +42,7 @@ import h2.exceptions
 import h2.stream
 import h2.utilities
 
-from .h2frames import FAST_HEADERS
+from .h2frames import FAST_HEADERS, prune_if_closed
 
 _State = h2.stream.StreamState
 _OPEN_STATES = frozenset({_State.OPEN, _State.HALF_CLOSED_LOCAL})
@@ -97,6 +97,9 @@ def receive_headers_fast(
     Raises h2's ProtocolError (its GOAWAY queued) where h2 would.
     """
     stream = conn.streams.get(stream_id)
+    if stream is not None and stream.closed:
+        prune_if_closed(conn, stream_id)  # h2 then treats it as it should
+        return False
     if (
         not FAST_HEAD
         or stream is None

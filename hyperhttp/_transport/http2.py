@@ -42,6 +42,7 @@ from .._proto.h2frames import (
     FrameSplitter,
     acknowledge_data,
     has_queued,
+    prune_if_closed,
     receive_data_fast,
     send_request_headers_fast,
 )
@@ -352,6 +353,7 @@ class HTTP2Connection:
                 # Its bytes will never be read: give the connection credit back.
                 h2c.acknowledge_received_data(st.unacked, st.id)
                 st.unacked = 0
+            prune_if_closed(h2c, st.id)  # late frames on it: ignored, not fatal
             self._flush_soon(bool(self._streams))
         st.chunks.clear()
         self._blocked.discard(st)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import h2.connection
 import hpack
 import pytest
 import uvloop
@@ -46,9 +47,12 @@ from hyperhttp._proto.h2frames import (
     _CHECKED,
     FAST_DATA,
     FAST_HEADERS,
+    FrameSplitter,
+    prune_if_closed,
     receive_data_fast,
     send_request_headers_fast,
 )
+from hyperhttp._proto.h2heads import receive_headers_fast
 from hyperhttp._proto.http2 import MAX_FRAME_SIZE, build_request_headers, new_client_connection
 from hyperhttp._transport.http2 import HTTP2Connection
 
@@ -802,11 +806,22 @@ def _apply(h2c: Any, op: Op, wire: bytes | None, *, fast: bool) -> Any:
             return _open(h2c, REQUESTS[arg[0]], arg[1], fast=fast)
         if kind == "reset":
             h2c.reset_stream(arg, 8)
+            # What HTTP2Connection.release() does after a reset: forget the
+            # stream now (h2 itself would at its next count of open streams,
+            # which h2's own request path makes and the fast path does not).
+            prune_if_closed(h2c, arg)
             return None
         if kind == "close":
             h2c.close_connection()
             return None
         assert wire is not None
+        # Both sides receive on a pruned table (h2's own count of open
+        # streams prunes closed ones; h2's request path counts on every
+        # open, the fast path does not). On a closed stream h2 still keeps,
+        # it takes a late 1xx head as a connection error, on a pruned one
+        # as what it is; the client prunes a stream when it releases it and
+        # when a head arrives for it (see prune_if_closed).
+        h2c.open_outbound_streams  # noqa: B018 - the count prunes
         return [repr(event) for event in h2c.receive_data(wire)]
     except Exception as exc:
         return _error(exc)
@@ -1022,3 +1037,33 @@ async def test_flow_control_credit_is_written_at_once_with_streams_in_flight() -
     await response.aclose()
     await asyncio.gather(tasks[1], return_exceptions=True)
     assert conn.is_idle()
+
+
+def test_a_late_informational_head_on_a_reset_stream_is_ignored() -> None:
+    """h2 keeps a closed stream until it next counts its streams, and takes a
+    1xx head on a kept one as a connection error; after our RST_STREAM the
+    RFC says to ignore it. Found by the history test above: the client
+    prunes the stream when it releases it, and when a head arrives for it."""
+    block = hpack.Encoder().encode([(":status", "103"), ("link", "</a.css>")])
+    for prune_on_release in (True, False):
+        h2c = new_client_connection()
+        h2c.receive_data(PREFACE)
+        assert send_request_headers_fast(h2c, 1, REQUESTS[0], True)
+        h2c.reset_stream(1, 8)
+        if prune_on_release:
+            prune_if_closed(h2c, 1)
+        h2c.data_to_send()
+        splitter = FrameSplitter()
+        seen: list[Any] = []
+
+        def frames(data: bytes, conn: Any = h2c, out: list[Any] = seen) -> bool:
+            out.extend(conn.receive_data(data))
+            return True
+
+        def head(sid: int, block: bytes, end: bool, conn: Any = h2c) -> bool:
+            return receive_headers_fast(conn, sid, block, end) is not False
+
+        splitter.feed(raw_frame(0x1, 0x4, 1, block), MAX_FRAME_SIZE, frames, lambda *a: False, head)
+        assert seen == [] and h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED
+        # A stream error at most (h2 answers RST_STREAM STREAM_CLOSED), never a GOAWAY.
+        assert h2c.data_to_send() in (b"", raw_frame(0x3, 0, 1, (5).to_bytes(4, "big")))
