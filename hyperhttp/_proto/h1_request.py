@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final, final
 
 from .._exceptions import LocalProtocolError
-from .h1 import _MAX_CL_DIGITS, _short
+from .h1_fields import _MAX_CL_DIGITS, _short
 from .http11 import validate_fields, validate_request_line
 
 __all__ = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hyperhttp._exceptions import RemoteProtocolError
-from hyperhttp._proto import h1
+from hyperhttp._proto import h1_fields
 from hyperhttp._proto.h1 import End, Head, ResponseParser
 
 from .test_h1_parser import parse, refused
@@ -23,7 +23,7 @@ def head_of(data: bytes) -> Head:
 def test_lines_seen_before_give_the_same_fields() -> None:
     data = b"HTTP/1.1 200 OK\r\nServer: cache-test\r\nX-A:  spaced value \t\r\nContent-Length: 2\r\n\r\nok"
     first = head_of(data).headers
-    assert "Server: cache-test" in h1._KNOWN_LINES and "Content-Length: 2" in h1._KNOWN_FRAMING
+    assert "Server: cache-test" in h1_fields._KNOWN_LINES and "Content-Length: 2" in h1_fields._KNOWN_FRAMING
     assert head_of(data).headers == first == [
         ("Server", "server", "cache-test"),
         ("X-A", "x-a", "spaced value"),
@@ -68,12 +68,12 @@ def test_a_bad_line_is_refused_whatever_was_cached() -> None:
 
 
 def test_the_cache_stays_bounded_and_long_lines_are_not_kept() -> None:
-    for i in range(h1._KNOWN_LINES_MAX + 50):
+    for i in range(h1_fields._KNOWN_LINES_MAX + 50):
         head_of(b"HTTP/1.1 200 OK\r\nX-Id: %d\r\nContent-Length: 0\r\n\r\n" % i)
-    assert len(h1._KNOWN_LINES) <= h1._KNOWN_LINES_MAX
-    long_line = "X-Long: " + "v" * (h1._KNOWN_LINE_LEN + 1)
+    assert len(h1_fields._KNOWN_LINES) <= h1_fields._KNOWN_LINES_MAX
+    long_line = "X-Long: " + "v" * (h1_fields._KNOWN_LINE_LEN + 1)
     head_of(b"HTTP/1.1 200 OK\r\n" + long_line.encode() + b"\r\nContent-Length: 0\r\n\r\n")
-    assert long_line not in h1._KNOWN_LINES
+    assert long_line not in h1_fields._KNOWN_LINES
 
 
 def test_parser_instances_share_nothing_but_the_cache() -> None:
@@ -96,4 +96,4 @@ def test_a_bare_cr_before_the_line_end_is_refused() -> None:
     """Found by the h11 differential test: a line ending in CR CR LF must
     not pass as a field line once split on CRLF."""
     assert "malformed" in refused(b"HTTP/1.1 200 OK\r\nX-A: 0 \r\r\nContent-Length: 0\r\n\r\n")
-    assert "X-A: 0 \r" not in h1._KNOWN_LINES
+    assert "X-A: 0 \r" not in h1_fields._KNOWN_LINES
