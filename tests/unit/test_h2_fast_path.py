@@ -832,11 +832,7 @@ def _apply(h2c: Any, op: Op, wire: bytes | None, *, fast: bool) -> Any:
 def test_request_headers_fast_path_matches_h2(ops: list[Op]) -> None:
     """Any history of requests, answers, resets, settings, GOAWAY and close:
     the same results, the same bytes queued, the same h2 state."""
-    slow, fast = new_client_connection(), new_client_connection()
-    server = hpack.Encoder()
-    for h2c in (slow, fast):
-        h2c.receive_data(PREFACE)
-    assert slow.data_to_send() == fast.data_to_send()
+    slow, fast, server = connected_pair()
     opened: list[int] = []
     for op in ops:
         kind, arg = op
@@ -845,19 +841,46 @@ def test_request_headers_fast_path_matches_h2(ops: list[Op]) -> None:
             index, shape = arg
             sid = opened[index % len(opened)] if opened else 1
             wire = _server(sid, ANSWERS[shape // 2], bool(shape & 1), server)
-        elif kind == "reset":
-            op = (kind, opened[arg % len(opened)] if opened else 1)
-        elif kind == "settings":
-            wire = _settings(**arg)
-        elif kind == "goaway":
-            wire = goaway(2 * arg + 1)
-        got_slow = _apply(slow, op, wire, fast=False)
-        got_fast = _apply(fast, op, wire, fast=True)
-        assert got_fast == got_slow
-        if kind == "open" and isinstance(got_slow, int):
-            opened.append(got_slow)
-        assert fast.data_to_send() == slow.data_to_send()
-        assert _h2_picture(fast) == _h2_picture(slow)
+        else:
+            op, wire = _control(op, opened)
+        step_alike(slow, fast, op, wire, opened, _h2_picture)
+
+
+def connected_pair() -> tuple[Any, Any, hpack.Encoder]:
+    """Two client connections past the server's preface (one to drive as h2
+    does, one through the fast paths), and the server's HPACK encoder."""
+    slow, fast = new_client_connection(), new_client_connection()
+    for h2c in (slow, fast):
+        h2c.receive_data(PREFACE)
+    assert slow.data_to_send() == fast.data_to_send()
+    return slow, fast, hpack.Encoder()
+
+
+def _control(op: Op, opened: list[int]) -> tuple[Op, bytes | None]:
+    """A history step that is not an answer: the op with the stream it
+    resets picked among those opened, and what the server sends for it."""
+    kind, arg = op
+    if kind == "reset":
+        return (kind, opened[arg % len(opened)] if opened else 1), None
+    if kind == "settings":
+        return op, _settings(**arg)
+    if kind == "goaway":
+        return op, goaway(2 * arg + 1)
+    return op, None
+
+
+def step_alike(
+    slow: Any, fast: Any, op: Op, wire: bytes | None, opened: list[int],
+    picture: Callable[[Any], Any], got: tuple[Any, Any] | None = None,
+) -> None:
+    """Apply one step to both connections (unless `got` holds the results
+    already) and require the same result, bytes queued and state."""
+    got_slow, got_fast = got or (_apply(slow, op, wire, fast=False), _apply(fast, op, wire, fast=True))
+    assert got_fast == got_slow
+    if op[0] == "open" and isinstance(got_slow, int):
+        opened.append(got_slow)
+    assert fast.data_to_send() == slow.data_to_send()
+    assert picture(fast) == picture(slow)
 
 
 def test_request_headers_fast_path_is_taken_and_then_answered_the_same() -> None:

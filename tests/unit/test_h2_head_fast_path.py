@@ -36,13 +36,13 @@ from .test_h2_fast_path import (
     PREFACE,
     Fields,
     Op,
-    _apply,
+    _control,
     _error,
     _h2_picture,
     _server,
-    _settings,
-    goaway,
+    connected_pair,
     raw_frame,
+    step_alike,
 )
 
 # Heads that index fields in the server's dynamic table, and ones that
@@ -112,11 +112,7 @@ def test_response_headers_fast_path_matches_h2(opens: list[Op], ops: list[Op]) -
     """Answers (mostly) to streams opened first, among any other history."""
     assert FAST_HEAD  # otherwise this compares h2 with itself
     ops = opens + ops
-    slow, fast = new_client_connection(), new_client_connection()
-    server = hpack.Encoder()
-    for h2c in (slow, fast):
-        h2c.receive_data(PREFACE)
-    assert slow.data_to_send() == fast.data_to_send()
+    slow, fast, server = connected_pair()
     opened: list[int] = []
     for op in ops:
         kind, arg = op
@@ -130,21 +126,11 @@ def test_response_headers_fast_path_matches_h2(opens: list[Op], ops: list[Op]) -
                 wire = _server(sid, INDEXED[shape % 4 // 2], bool(shape & 1), server)
             else:
                 wire = raw_frame(1, 0x5, sid, shape)
-            got_slow, got_fast = _receive(slow, wire, fast=False), _receive(fast, wire, fast=True)
+            step_alike(slow, fast, op, wire, opened, _picture,
+                       got=(_receive(slow, wire, fast=False), _receive(fast, wire, fast=True)))
         else:
-            if kind == "reset":
-                op = (kind, opened[arg % len(opened)] if opened else 1)
-            elif kind == "settings":
-                wire = _settings(**arg)
-            elif kind == "goaway":
-                wire = goaway(2 * arg + 1)
-            got_slow = _apply(slow, op, wire, fast=False)
-            got_fast = _apply(fast, op, wire, fast=True)
-        assert got_fast == got_slow
-        if kind == "open" and isinstance(got_slow, int):
-            opened.append(got_slow)
-        assert fast.data_to_send() == slow.data_to_send()
-        assert _picture(fast) == _picture(slow)
+            op, wire = _control(op, opened)
+            step_alike(slow, fast, op, wire, opened, _picture)
 
 
 def _pair() -> tuple[Any, Any]:
