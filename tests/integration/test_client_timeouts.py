@@ -66,6 +66,7 @@ async def test_read_timeout_waiting_for_head(loop_name: str, http_server: Server
         assert time.monotonic() - started < 1.5
         assert_only(caught.value, hyperhttp.ReadTimeout)
         assert http_server.url.removeprefix("http://") in str(caught.value)
+        assert "0.2s (read timeout)" in str(caught.value)
         assert nothing_in_use(client)
         # The client still works afterwards.
         assert (await client.get(http_server.url + "/echo")).status_code == 200

@@ -423,3 +423,16 @@ async def test_elapsed_is_set_when_closed(loop_name: str) -> None:
     first = r.elapsed
     assert first.total_seconds() >= 0
     assert r.elapsed == first
+
+
+def test_wire_parts_are_worked_out_once_and_never_stale() -> None:
+    url = URL("https://user:pw@Example.COM:8443/a b?q=1#frag")
+    parts = url.wire_parts()
+    assert parts == (("https", "example.com", 8443, ""), "/a%20b?q=1", "example.com:8443")
+    assert url.wire_parts() is parts  # the same object: computed once
+    moved = url.copy_with(host="other.test", port=None, path="/x", query="")
+    assert moved.wire_parts() == (("https", "other.test", 443, ""), "/x", "other.test")
+    assert url.wire_parts() is parts  # the original is unchanged
+    assert URL(url).wire_parts() == parts  # a copy works its own out, equal
+    v6 = URL("http://[::1]:8080/")
+    assert v6.wire_parts() == (("http", "::1", 8080, ""), "/", "[::1]:8080")
