@@ -522,7 +522,7 @@ class Client:
         try:
             if hooks["response"]:
                 await _run_hooks(hooks["response"], response)
-            if read_body and not response._read_now():
+            if read_body and response._read_now() is None:
                 await response.aread()
         except BaseException as exc:
             await response.aclose()

@@ -355,31 +355,31 @@ class Response:
         except msgspec.DecodeError as exc:
             raise DecodingError(f"response body is not valid JSON: {exc}") from None
 
-    def _read_now(self) -> bool:
-        """Take the whole body without waiting if the transport already
-        holds all of it (a small body that came with the head); True when
-        the body is read."""
+    def _read_now(self) -> bytes | None:
+        """The whole body, taken without waiting, if the transport already
+        holds all of it (a small body that came with the head); else None,
+        nothing taken."""
         if self._content is not None:
-            return True
+            return self._content
         if self.is_stream_consumed or self.max_size is not None:
-            return False
+            return None
         stream = self.stream
         read_now = getattr(stream, "read_now", None)
         close_now = getattr(stream, "close_now", None)
         if read_now is None or close_now is None or "content-encoding" in self.headers:
-            return False
-        got = read_now()
+            return None
+        got: bytes | None = read_now()
         if got is None:
-            return False
+            return None
         self.is_stream_consumed = self.is_closed = True
         self._ended = time.perf_counter()
         close_now()
         self._content = got
-        return True
+        return got
 
     async def aread(self) -> bytes:
         """Read and return the whole body; safe to call again."""
-        content = self._content
+        content = self._read_now()  # the body read already, or there whole
         if content is not None:
             return content
         if (
@@ -391,13 +391,8 @@ class Response:
             # a transport's stream may read the whole body in one call.
             self.is_stream_consumed = True
             stream = self.stream
-            read_now = getattr(stream, "read_now", None)
             try:
-                # A small body usually came with the head: no await at all.
-                got = read_now() if read_now is not None else None
-                if got is not None:
-                    content = got
-                elif (read_all := getattr(stream, "read_all", None)) is not None:
+                if (read_all := getattr(stream, "read_all", None)) is not None:
                     content = await read_all()
                 else:
                     chunks = [chunk async for chunk in stream]

@@ -119,14 +119,7 @@ class URL:
 
     def __init__(self, url: str | URL = "", *, params: QueryParams | None = None) -> None:
         if isinstance(url, URL):
-            self._scheme = url._scheme
-            self._username = url._username
-            self._password = url._password
-            self._host = url._host
-            self._port = url._port
-            self._path = url._path
-            self._query = url._query
-            self._fragment = url._fragment
+            self._copy_parts(url)
         else:
             if not isinstance(url, str):
                 raise TypeError(f"URL must be str or URL, not {type(url).__name__}")
@@ -140,18 +133,22 @@ class URL:
                         _PARSED.pop(next(iter(_PARSED)))
                     _PARSED[url] = self
             else:
-                self._scheme = parsed._scheme
-                self._username = parsed._username
-                self._password = parsed._password
-                self._host = parsed._host
-                self._port = parsed._port
-                self._path = parsed._path
-                self._query = parsed._query
-                self._fragment = parsed._fragment
+                self._copy_parts(parsed)
         if params:
             extra = encode_params(params)
             if extra:
                 self._query = f"{self._query}&{extra}" if self._query else extra
+
+    def _copy_parts(self, other: URL) -> None:
+        # Not `_wire`: a copy works its own out (copy_with changes the copy).
+        self._scheme = other._scheme
+        self._username = other._username
+        self._password = other._password
+        self._host = other._host
+        self._port = other._port
+        self._path = other._path
+        self._query = other._query
+        self._fragment = other._fragment
 
     def _parse(self, raw: str) -> None:
         stripped = raw.strip()

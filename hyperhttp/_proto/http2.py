@@ -33,6 +33,7 @@ from hpack.table import HeaderTable
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .._headers import Headers
+from .h1_request import check_request_line
 from .h2hpack import FastDecoder
 
 # Receive windows. The per-stream window bounds what one unread response can
@@ -57,9 +58,8 @@ _CONNECTION_SPECIFIC = frozenset(
 # Kept out of the HPACK dynamic table, so a compression oracle cannot guess them.
 _NEVER_INDEXED = frozenset({"authorization", "proxy-authorization"})
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
-_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _BAD_AUTHORITY = re.compile(r"[\x00-\x20\x7f/?#@]")
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -248,12 +248,9 @@ def build_request_headers(
     host, regular = known
     if host is not None:
         authority = host
-    if not _TOKEN.match(method):
-        raise LocalProtocolError(f"invalid HTTP method {method!r}; nothing was sent")
-    if not target or _BAD_TARGET.search(target):
-        raise LocalProtocolError(
-            "request target contains whitespace or a control character; nothing was sent"
-        )
+    # The transport's check (once per distinct method and target; stricter
+    # than HTTP/2 needs: a non-ASCII target is refused here too).
+    check_request_line(method, target)
     if not authority or _BAD_AUTHORITY.search(authority):
         raise LocalProtocolError(f"invalid :authority {authority!r}; nothing was sent")
     try:
@@ -290,7 +287,7 @@ def _request_fields(
             if lower in _CONNECTION_SPECIFIC or lower in hop_by_hop:
                 continue
             # Checked as given: str.lower() maps some non-ASCII letters to ASCII.
-            if not _TOKEN.match(name):
+            if not _TOKEN.fullmatch(name):
                 raise LocalProtocolError(f"invalid header name {name!r}; nothing was sent")
             if _BAD_VALUE.search(value):
                 raise LocalProtocolError(

@@ -218,3 +218,18 @@ def test_pings_are_answered_by_h2() -> None:
     assert any(isinstance(e, h2.events.PingReceived) for e in events)
     acks = server.receive_data(client.data_to_send())
     assert any(isinstance(e, h2.events.PingAckReceived) for e in acks)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "fields"),
+    [
+        ("GET\n", "/", []),  # `$` in a pattern matches before a final newline: fullmatch only
+        ("GET", "/\u00e9", []),
+        ("GET", "/", [("X-A\n", "x-a\n", "1")]),
+    ],
+)
+def test_request_heads_refuse_what_the_transport_refuses(
+    method: str, target: str, fields: list[tuple[str, str, str]]
+) -> None:
+    with pytest.raises(LocalProtocolError):
+        build_request_headers(method, "https", "h", target, fields)
