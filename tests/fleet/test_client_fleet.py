@@ -478,12 +478,16 @@ def test_breaker_is_fleet_wide_through_the_client(
     assert http_counter.total_requests() == before == 3 + 4  # nothing reached the wire
 
     wait_for(lambda: breaker_state()["remaining"] == 0, timeout=3.0)
-    probe = http_counter.url("/delay/300")
+    # The probe is slow so that it is still in flight when the other two
+    # workers ask, however late the scheduler runs them: a worker that asks
+    # after the probe succeeded finds the breaker closed and is right to send
+    # (with a 300 ms probe, CI once saw two 200s that way).
+    probe = http_counter.url("/delay/2000")
     for w in (a, b, c):
         w.send("get", f"p{w.pid}", "c", probe)
     outcomes = sorted(str(w.expect("got", f"p{w.pid}")[2]) for w in (a, b, c))
     assert outcomes == ["200", "CircuitBreakerOpen", "CircuitBreakerOpen"]
-    assert http_counter.requests["/delay/300"] == 1  # exactly one probe, fleet-wide
+    assert http_counter.requests["/delay/2000"] == 1  # exactly one probe, fleet-wide
     wait_for(lambda: breaker_state()["state"] == "closed")
     for w in (a, b, c):
         assert w.ask("get", "got", "c", http_counter.url("/ok"))[2] == 200
@@ -492,9 +496,10 @@ def test_breaker_is_fleet_wide_through_the_client(
 def test_a_workers_first_attempt_counts_toward_the_fleet_breaker(
     launch: Callable[..., Coordinator], spawn_clients: Spawn, http_counter: HTTPCounter
 ) -> None:
-    """Known bug (fails today): the backend connects lazily, so on a worker's
-    first request `breaker_state()` is None, `_breaker_gate` falls back to
-    the local breaker and that attempt's outcome never reaches the fleet."""
+    """The backend connects lazily, so on a worker's first request
+    `breaker_state()` used to be None: `_breaker_gate` fell back to the local
+    breaker and that attempt's outcome never reached the fleet. The gate now
+    connects first and asks again."""
     coord = launch(max_connections=50, max_connections_per_host=20)
     (w,) = spawn_clients(1)
     w.client(coordinator=coord.address, timeout=10.0,
