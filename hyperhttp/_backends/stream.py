@@ -26,6 +26,7 @@ from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
 HIGH_WATER = 1024 * 1024  # largest receive buffer: unread bytes held at most
 MIN_BUFFER = 16 * 1024  # what an idle connection keeps
 _MIN_FREE = 4 * 1024  # offer at least this much to a socket read
+_SPLIT_HEAD = 16 * 1024  # read_head_nowait() splits the head off beyond this
 # Grown receive buffers given back by streams gone idle, for the next bulk
 # transfer to take instead of growing its own: a fresh large bytearray is
 # zeroed and page-faulted in again, which cost a 10 MiB download as much as
@@ -220,14 +221,30 @@ class SocketStream(asyncio.BufferedProtocol):
             self.transport.resume_reading()
         return data
 
-    async def read(self, timeout: float | None) -> bytes:
+    def read_head_nowait(self) -> bytes:
+        """Like `read_nowait()`, but when much is buffered (a large body
+        right behind a response head), only the bytes through the first
+        blank line: the body then leaves the buffer in one copy, not in
+        one copy here and another when the parser cuts the head off."""
+        start, end = self._start, self._end
+        if end - start <= _SPLIT_HEAD or self._front:
+            return self.read_nowait()
+        cut = self._buf.find(b"\r\n\r\n", start, end)
+        if cut < 0:
+            return self.read_nowait()
+        cut += 4
+        self._start = cut
+        return self._view[start:cut].tobytes()
+
+    async def read(self, timeout: float | None, head: bool = False) -> bytes:
         """Return buffered bytes, waiting up to `timeout` for some;
-        b"" means the peer closed its side."""
+        b"" means the peer closed its side. `head`: a response head is
+        expected (see `read_head_nowait`)."""
         while True:
             waiter = self.data_waiter(timeout)
             if waiter is None:
                 if self._end > self._start or self._front:
-                    return self.read_nowait()
+                    return self.read_head_nowait() if head else self.read_nowait()
                 return self._eof_result()
             await waiter
 

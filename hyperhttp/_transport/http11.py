@@ -130,7 +130,7 @@ class HTTP11Connection:
                     waiter = stream.data_waiter(timeout.read)
                     if waiter is not None:
                         await waiter
-                    data = stream.read_nowait()  # b"" at EOF: _receive_head says why
+                    data = stream.read_head_nowait()  # b"" at EOF: _receive_head says why
                     event = None
                     if data:
                         parser.feed(data)
@@ -256,7 +256,7 @@ class HTTP11Connection:
                 event = parser.next_event()
             if event is NEED_DATA:
                 event = None
-                data = await stream.read(read_timeout)
+                data = await stream.read(read_timeout, head=True)
                 if data:
                     got_bytes = True
                     parser.feed(data)
@@ -292,7 +292,13 @@ class HTTP11Connection:
             if type(event) is bytes:
                 return event
             if event is NEED_DATA:
-                data = await self._stream.read(read_timeout)
+                # The stream's future, not its read() coroutine: one frame
+                # fewer per chunk of a large body.
+                stream = self._stream
+                waiter = stream.data_waiter(read_timeout)
+                if waiter is not None:
+                    await waiter
+                data = stream.read_nowait() or await stream.read(read_timeout)
                 if data:
                     parser.feed(data)
                 else:
@@ -302,9 +308,15 @@ class HTTP11Connection:
             return None
 
     def read_now(self, body: _H1Body) -> bytes | None:
-        """The whole body if the parser already holds all of it (a small
-        body that came with the head), else None with nothing consumed."""
-        data = self._parser.take_body()
+        """The whole body if all of it is already received (a small body
+        that came with the head), else None with no byte lost: what the
+        stream held is then the parser's."""
+        parser = self._parser
+        data = parser.take_body()
+        if data is None and not parser.has_unparsed and self._stream.has_buffered_data():
+            # The head was split off a large read (read_head_nowait).
+            parser.feed(self._stream.read_nowait())
+            data = parser.take_body()
         if data is not None:
             body.response = None  # see _body_ended
             self._body_done = True

@@ -163,3 +163,88 @@ def test_one_parser_across_responses_keeps_each_response_its_own() -> None:
         pass
     else:
         raise AssertionError("an invalid Content-Length must be refused")
+
+
+class _Sink(asyncio.Transport):
+    """A transport that accepts nothing: the stream is fed by hand."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _received(stream: stream_module.SocketStream, data: bytes) -> None:
+    """What a transport does with `data`: copy it into the stream's buffer."""
+    view = memoryview(data)
+    while view:
+        target = stream.get_buffer(len(view))
+        n = min(len(target), len(view))
+        target[:n] = view[:n]
+        stream.buffer_updated(n)
+        view = view[n:]
+
+
+async def test_read_head_nowait_splits_the_head_off_a_large_read() -> None:
+    """Behind a head, a large body stays in the buffer for the next read
+    (so it is copied out once); a small response, a read without a blank
+    line and bytes given back all come out whole, in order."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n"
+    body = bytes(range(256)) * 156 + b"x" * 64
+    stream = stream_module.SocketStream("peer")
+    stream.connection_made(_Sink())
+    _received(stream, head + body)
+    assert stream.read_head_nowait() == head
+    assert stream.read_nowait() == body
+    small = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    _received(stream, small)
+    assert stream.read_head_nowait() == small
+    no_blank_line = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 20000
+    _received(stream, no_blank_line)
+    assert stream.read_head_nowait() == no_blank_line
+    _received(stream, head + body)
+    stream.unread(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert stream.read_head_nowait() == b"HTTP/1.1 100 Continue\r\n\r\n" + head + body
+    assert stream.read_nowait() == b""
+
+
+async def test_large_bodies_behind_their_heads_in_one_write(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Heads and large bodies sent in one write (as a server with the file
+    at hand does), after a 1xx and chunked too: read whole and streamed,
+    byte for byte, and all on one kept-alive connection."""
+    big = _body_for(b"/big", 300_000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (big[:70_000], big[70_000:]))
+    responses = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(big), big),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            for wire in responses:
+                await read_head(reader)
+                writer.write(wire)
+                await writer.drain()
+        await reader.read()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client() as client:
+        for _ in responses:
+            response = await client.get(server.url + "/")
+            assert response.status_code == 200 and response.content == big
+        for _ in responses:
+            parts = []
+            async with client.stream("GET", server.url + "/") as response:
+                async for chunk in response.aiter_raw():
+                    parts.append(chunk)
+            assert b"".join(parts) == big
+        assert [s["total"] for s in client.get_pool_stats().values()] == [1]
+    assert server.accepted == 1
