@@ -84,7 +84,7 @@ class ClientSpec:
     protos: frozenset[str]
     kinds: frozenset[str] = field(default=frozenset({"tiny", "download", "upload", "fleet"}))
     external: bool = False  # a native load generator, not a Python subprocess
-    role: str = "peer"  # "ours" | "peer" | "raw" | "ceiling"
+    role: str = "peer"  # "ours" | "peer" | "raw" | "raw-protocol" | "ceiling"
 
 
 CLIENTS: tuple[ClientSpec, ...] = (
@@ -95,6 +95,8 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("niquests", frozenset({"h1", "h2"})),
     ClientSpec("raw", frozenset({"h1"}), kinds=frozenset({"tiny", "download", "upload"}),
                role="raw"),
+    ClientSpec("raw-protocol", frozenset({"h1"}), kinds=frozenset({"tiny", "download"}),
+               role="raw-protocol"),
     ClientSpec("wrk", frozenset({"h1"}), kinds=frozenset({"tiny"}), external=True,
                role="ceiling"),
     ClientSpec("h2load", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download", "upload"}),

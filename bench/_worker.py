@@ -251,11 +251,13 @@ class NiquestsDriver(Driver):
 
 
 class RawDriver(Driver):
+    plain = False  # raw-protocol: a plain asyncio.Protocol, bytes per read
+
     async def open(self, cfg: dict[str, Any]) -> None:
         import _raw
 
         self.module = _raw
-        self.client = RawClient(cfg["url"])
+        self.client = RawClient(cfg["url"], plain=self.plain)
         self.seen = "HTTP/1.1"
 
     async def get(self, url: str) -> int:
@@ -271,6 +273,10 @@ class RawDriver(Driver):
         await self.client.aclose()
 
 
+class RawProtocolDriver(RawDriver):
+    plain = True
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "hyperhttp": HyperDriver,
     "hyperhttp-2.1.0": HyperDriver,
@@ -278,6 +284,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "httpx": HttpxDriver,
     "niquests": NiquestsDriver,
     "raw": RawDriver,
+    "raw-protocol": RawProtocolDriver,
 }
 
 

@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         pin(h.client_cpu)  # keep this process off the server's CPU too
         probe_sc = SCENARIO_BY_NAME["h1-tiny-1"]
         probes = {c: h.worker(c, "asyncio", probe_sc, kind="probe")
-                  for c in clients if not CLIENT_BY_NAME[c].external and c != "raw"}
+                  for c in clients
+                  if CLIENT_BY_NAME[c].role not in ("ceiling", "raw", "raw-protocol")}
         for name, info in probes.items():
             print(f"   {name}: {info.get('version')} {info.get('module_file') or info.get('error')}")
         records = run_matrix(h, scenarios, clients, loops, args.repeats)
