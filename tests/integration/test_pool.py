@@ -334,3 +334,47 @@ async def test_closing_the_client_fails_waiters(counting_server: tuple[RawServer
         await holder
     with pytest.raises(hyperhttp.PoolClosed, match="closed"):
         await client.get(f"{server.url}/delay/0")
+
+
+async def test_newest_idle_connection_is_reused_and_oldest_evicted(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Idle connections are a stack for reuse (the newest is the warmest)
+    and a queue for eviction (the longest idle goes first when another
+    origin needs the slot)."""
+    ids = iter(range(1, 100))
+    closed: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_id = next(ids)
+        try:
+            while head := await read_head(reader):
+                delay = float(head.split(b" ", 2)[1].decode().strip("/") or 0)
+                await asyncio.sleep(delay)
+                body = str(conn_id).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        closed.append(conn_id)
+        writer.close()
+
+    server = raw_server(handler)
+    other = server.url.replace("127.0.0.1", "localhost")
+    async with hyperhttp.Client(max_connections=3, timeout=10) as client:
+        released: list[str] = []
+
+        async def one(delay: float) -> None:
+            released.append((await client.get(f"{server.url}/{delay}")).text)
+
+        await asyncio.gather(one(0.05), one(0.15), one(0.25))  # idle, oldest first
+        assert sorted(released) == ["1", "2", "3"]
+        assert (await client.get(f"{server.url}/0")).text == released[-1]
+        assert (await client.get(f"{other}/0")).text == "4"
+        for _ in range(100):
+            if closed:
+                break
+            await asyncio.sleep(0.01)
+        assert closed == [int(released[0])]
+        assert _totals(client) == (0, 3)
