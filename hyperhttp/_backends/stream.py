@@ -221,6 +221,21 @@ class SocketStream(asyncio.BufferedProtocol):
             self.transport.resume_reading()
         return data
 
+    def read_view(self) -> bytes | memoryview:
+        """Everything buffered now, as `read_nowait()`, but as a view of the
+        receive buffer when it can be: no copy. The view is valid only
+        until the caller returns to the loop (the next socket read writes
+        over it), so this is for an `on_data` callback that copies out
+        what it keeps before returning."""
+        start, end = self._start, self._end
+        if self._front or start == end:
+            return self.read_nowait()
+        self._start = self._end = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return self._view[start:end]
+
     def read_head_nowait(self) -> bytes:
         """Like `read_nowait()`, but when much is buffered (a large body
         right behind a response head), only the bytes through the first

@@ -290,13 +290,17 @@ def prune_if_closed(conn: h2.connection.H2Connection, stream_id: int) -> None:
         conn._closed_streams[stream_id] = stream.closed_by
 
 
-# on_frames(run) hands complete frames to h2; False: stop, the connection is gone.
-FramesHandler = Callable[[bytes], bool]
-# on_data(stream_id, payload, end_stream): True when the frame was taken;
-# a DATA payload is a view of the bytes received (the taker copies it out).
-# on_headers(stream_id, block, end_stream) likewise, for a whole header
-# block (always `bytes`).
-DataHandler = Callable[[int, Any, bool], bool]
+# on_frames(run) hands complete frames to h2 (a slice of what `feed` got:
+# a view when that was one); False: stop, the connection is gone.
+FramesHandler = Callable[[Any], bool]
+# on_data(stream_id, payloads, length, end_stream): True when the frames were
+# taken. One call per run of consecutive plain DATA frames of one stream;
+# `payloads` are views of the bytes received (the taker copies them out),
+# `length` their total, `end_stream` the last frame's flag.
+DataHandler = Callable[[int, list[memoryview], int, bool], bool]
+# on_headers(stream_id, block, end_stream): likewise, for a whole header block
+# (always `bytes`).
+HeadersHandler = Callable[[int, bytes, bool], bool]
 
 
 class FrameSplitter:
@@ -320,11 +324,11 @@ class FrameSplitter:
 
     def feed(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         max_frame: int,
         on_frames: FramesHandler,
         on_data: DataHandler,
-        on_headers: DataHandler | None = None,
+        on_headers: HeadersHandler | None = None,
     ) -> None:
         if not self.enabled:
             on_frames(data)
@@ -351,12 +355,12 @@ class FrameSplitter:
 
     def _frames(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         pos: int,
         max_frame: int,
         on_frames: FramesHandler,
         on_data: DataHandler,
-        on_headers: DataHandler | None,
+        on_headers: HeadersHandler | None,
     ) -> bool:
         """Split `data[pos:]`; False when a handler said the connection is
         gone (stop). DATA payloads go out as views of `data`, not copies."""
@@ -383,7 +387,27 @@ class FrameSplitter:
                         return False
                     start = pos
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                if on_data(sid, view[pos + 9 : end], bool(flags & _END_STREAM)):
+                # The run of plain DATA frames of this stream that follows,
+                # up to one that ends it: offered in one call (a server
+                # sends a large body as a run of 8-16 KiB frames).
+                payloads = [view[pos + 9 : end]]
+                total = length
+                while not flags & _END_STREAM and size - end >= 9:
+                    length = (data[end] << 16) | (data[end + 1] << 8) | data[end + 2]
+                    after = end + 9 + length
+                    if (
+                        after > size
+                        or length > max_frame
+                        or data[end + 3] != _DATA
+                        or data[end + 4] & _PADDED
+                        or int.from_bytes(data[end + 5 : end + 9], "big") & 0x7FFFFFFF != sid
+                    ):
+                        break
+                    flags = data[end + 4]
+                    payloads.append(view[end + 9 : after])
+                    total += length
+                    end = after
+                if on_data(sid, payloads, total, bool(flags & _END_STREAM)):
                     start = end
             elif (
                 kind == _HEADERS
@@ -396,7 +420,7 @@ class FrameSplitter:
                         return False
                     start = pos
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                if on_headers(sid, data[pos + 9 : end], bool(flags & _END_STREAM)):
+                if on_headers(sid, bytes(data[pos + 9 : end]), bool(flags & _END_STREAM)):
                     start = end
             elif kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
                 self._in_header_block = not flags & _END_HEADERS
@@ -404,5 +428,5 @@ class FrameSplitter:
         if start < pos and not on_frames(data[start:pos]):
             return False
         if pos < size:
-            self._partial = data[pos:]
+            self._partial = bytes(data[pos:])  # `data` may be a view of a reused buffer
         return True

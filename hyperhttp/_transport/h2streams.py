@@ -98,6 +98,7 @@ class Stream:
         "head",
         "id",
         "local_closed",
+        "pending",
         "remote_closed",
         "saw_bytes",
         "trailers",
@@ -108,7 +109,11 @@ class Stream:
     def __init__(self, stream_id: int) -> None:
         self.id = stream_id
         self.head: Fields | None = None
-        self.chunks: deque[bytes | memoryview] = deque()  # views of received bytes, too
+        self.chunks: deque[bytes] = deque()
+        # DATA payloads of the read being processed, as views of the receive
+        # buffer: `settle()` copies them into one `bytes` in `chunks` before
+        # the connection returns to the loop.
+        self.pending: list[memoryview] | None = None
         self.unacked = 0  # flow-controlled bytes received, not yet consumed
         self.trailers: Fields | None = None
         self.local_closed = False  # we sent END_STREAM (or reset)
@@ -158,9 +163,37 @@ class Stream:
         self.saw_bytes = True
         wake(self.waiter)
 
-    def receive_data(
-        self, data: bytes | memoryview, flow_controlled: int, end_stream: bool
-    ) -> None:
+    def receive_views(self, payloads: list[memoryview], length: int, end_stream: bool) -> bool:
+        """File plain DATA payloads (`length` bytes in all) that are views of
+        the receive buffer; True when they are this stream's first of the
+        read (the connection must then `settle()` it before it returns to
+        the loop)."""
+        first = False
+        if length:
+            pending = self.pending
+            if pending is None:
+                self.pending = payloads
+                first = True
+            else:
+                pending.extend(payloads)
+        self.unacked += length
+        self.saw_bytes = True
+        if end_stream:
+            self.remote_closed = True
+        wake(self.waiter)
+        return first
+
+    def settle(self) -> None:
+        """Copy the payloads of this read out of the receive buffer, into
+        one `bytes`: the only copy a received byte gets."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self.chunks.append(pending[0].tobytes() if len(pending) == 1 else b"".join(pending))
+
+    def receive_data(self, data: bytes, flow_controlled: int, end_stream: bool) -> None:
+        if self.pending is not None:
+            self.settle()  # payloads filed earlier in this read come first
         if data:
             self.chunks.append(data)
         self.unacked += flow_controlled

@@ -123,6 +123,7 @@ class HTTP2Connection:
         # _proto/h2frames.py) unless `fast_headers` is False.
         self._fast_headers = fast_headers
         self._notify = False  # set while a read is filed: the pool should look again
+        self._unsettled: list[Stream] = []  # streams holding views of the read being filed
         self._flush_scheduled = False
         self._pinger = IdlePinger(
             self._loop, self._send_ping, self._ping_unanswered,
@@ -378,7 +379,9 @@ class HTTP2Connection:
     # --- events from the socket -------------------------------------------------
     def _on_data(self) -> None:
         stream = self._stream
-        data = stream.read_nowait()
+        # A view of the receive buffer: DATA payloads are copied out of it
+        # once, per stream and read, by _settle (below, before returning).
+        data = stream.read_view()
         if data and not self._closed:
             self._notify = False
             try:
@@ -390,35 +393,51 @@ class HTTP2Connection:
                     self._receive_head_fast if self._fast_headers else None,
                 )
             except h2.exceptions.ProtocolError as exc:
+                self._settle()
                 self._flush()  # h2 queued a GOAWAY naming the error
                 self._terminate(
                     RemoteProtocolError(f"{self.peer} broke the HTTP/2 protocol: {exc}")
                 )
                 return
+            finally:
+                self._settle()
             self._flush()
             if self._notify and not self._closed:
                 self._notify_pool()
         if stream.at_eof and not self._closed:
             self._terminate(None)
 
-    def _receive_frames(self, data: bytes) -> bool:
+    def _settle(self) -> None:
+        """Copy the DATA payloads filed from this read out of the receive
+        buffer (views of it must not outlive the callback)."""
+        unsettled = self._unsettled
+        if unsettled:
+            for st in unsettled:
+                st.settle()
+            unsettled.clear()
+
+    def _receive_frames(self, data: bytes | memoryview) -> bool:
         """Hand complete frames (or any bytes, fast path off) to h2 and file
         its events; False once the connection is closed."""
-        if self._dispatch(self._h2.receive_data(data)):
+        if self._dispatch(self._h2.receive_data(bytes(data))):
             self._notify = True
         return not self._closed
 
-    def _receive_fast(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> bool:
-        """File one plain DATA frame without h2 when h2 would only have
-        accepted it; False: h2 must see it."""
+    def _receive_fast(
+        self, stream_id: int, payloads: list[memoryview], length: int, end_stream: bool
+    ) -> bool:
+        """File a run of plain DATA frames of one stream without h2 when h2
+        would only have accepted them; False: h2 must see them (it then
+        takes the frames that are fine and refuses the first that is not)."""
         st = self._streams.get(stream_id)
         if (
             st is None
             or not st.is_taking_body()
-            or not receive_data_fast(self._h2, stream_id, len(data), end_stream)
+            or not receive_data_fast(self._h2, stream_id, length, end_stream)
         ):
             return False
-        st.receive_data(data, len(data), end_stream)
+        if st.receive_views(payloads, length, end_stream):
+            self._unsettled.append(st)
         return True
 
     def _receive_head_fast(self, stream_id: int, block: bytes, end_stream: bool) -> bool:
