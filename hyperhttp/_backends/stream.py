@@ -204,13 +204,20 @@ class SocketStream(asyncio.BufferedProtocol):
         self._wake_drainers()
 
     # --- reading ----------------------------------------------------------
-    def read_nowait(self) -> bytes:
-        """Everything buffered now (b"" when nothing is)."""
+    def read_nowait(self, limit: int | None = None) -> bytes:
+        """Everything buffered now (b"" when nothing is), or only its first
+        `limit` bytes; the rest stays buffered for the next read."""
         start, end = self._start, self._end
         if start == end:
             if not self._front:
                 return b""
             data = b""
+        elif limit is not None and end - start > limit and not self._front:
+            cut = self._start = start + limit
+            if self._read_paused and end - cut < len(self._buf) // 2 and self.transport is not None:
+                self._read_paused = False
+                self.transport.resume_reading()
+            return self._view[start:cut].tobytes()
         else:
             data = self._view[start:end].tobytes()
             self._start = self._end = 0

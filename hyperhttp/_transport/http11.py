@@ -47,6 +47,12 @@ IDLE, ACTIVE, CLOSED = "IDLE", "ACTIVE", "CLOSED"
 
 # A body this small goes out in the same write as the head.
 _COALESCE = 64 * 1024
+# The most a streamed body chunk takes from the receive buffer (which holds
+# up to 1 MiB). Chunks of up to 1 MiB cost a 10 MiB download 15% more CPU
+# and 5 MiB more peak RSS on this size, measured: each is a fresh allocation
+# above glibc's mmap threshold, and the first ones page-fault in afresh
+# (350 page faults per download against 110).
+BODY_CHUNK = 128 * 1024
 
 
 class HTTP11Connection:
@@ -298,7 +304,7 @@ class HTTP11Connection:
                 waiter = stream.data_waiter(read_timeout)
                 if waiter is not None:
                     await waiter
-                data = stream.read_nowait() or await stream.read(read_timeout)
+                data = stream.read_nowait(BODY_CHUNK) or await stream.read(read_timeout)
                 if data:
                     parser.feed(data)
                 else:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import hyperhttp
 from hyperhttp._backends import stream as stream_module
+from hyperhttp._transport.http11 import BODY_CHUNK
 from tests.support.raw import RawServer, read_head
 
 # (pieces the server writes, with a short pause between them; expected body)
@@ -168,14 +169,20 @@ def test_one_parser_across_responses_keeps_each_response_its_own() -> None:
 class _Sink(asyncio.Transport):
     """A transport that accepts nothing: the stream is fed by hand."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+
     def is_closing(self) -> bool:
         return False
 
     def pause_reading(self) -> None:
-        pass
+        assert not self.paused
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        assert self.paused
+        self.paused = False
 
 
 def _received(stream: stream_module.SocketStream, data: bytes) -> None:
@@ -246,5 +253,27 @@ async def test_large_bodies_behind_their_heads_in_one_write(
                 async for chunk in response.aiter_raw():
                     parts.append(chunk)
             assert b"".join(parts) == big
+            assert max(len(part) for part in parts) <= BODY_CHUNK
         assert [s["total"] for s in client.get_pool_stats().values()] == [1]
     assert server.accepted == 1
+
+
+async def test_read_nowait_limit_takes_from_the_front_and_resumes_at_half() -> None:
+    """A limited read leaves the rest buffered, in order; a transport paused
+    on a full buffer resumes once less than half of it is unread (and not
+    at every read)."""
+    stream = stream_module.SocketStream("peer")
+    sink = _Sink()
+    stream.connection_made(sink)
+    data = bytes(range(256)) * (stream_module.HIGH_WATER // 256)
+    _received(stream, data)
+    assert sink.paused  # the buffer is full of unread bytes
+    got = []
+    while len(b"".join(got)) < len(data) // 2:
+        assert sink.paused
+        got.append(stream.read_nowait(100_000))
+        assert len(got[-1]) == 100_000
+    assert not sink.paused
+    got.append(stream.read_nowait())
+    assert b"".join(got) == data
+    assert stream.read_nowait(10) == b""
