@@ -281,11 +281,11 @@ class HTTP2Connection:
         while True:
             chunks = st.chunks
             if chunks:
-                # One copy out: chunks may be views of the bytes received
-                # (join hands a lone bytes object back as it is).
-                data = b"".join(chunks)
-                chunks.clear()
-                self._acknowledge(st)
+                # One chunk at a time, as received: joining the ones a slow
+                # reader let pile up would copy them again into one large
+                # allocation. Credit goes back for what is handed out.
+                data = chunks.popleft()
+                self._acknowledge(st, len(data) if chunks else None)
                 return data
             if st.error is not None:
                 self.release(st)
@@ -314,10 +314,12 @@ class HTTP2Connection:
         self.release(st)  # gives the connection its credit for the bytes
         return data
 
-    def _acknowledge(self, st: Stream) -> None:
-        size = st.unacked
+    def _acknowledge(self, st: Stream, consumed: int | None = None) -> None:
+        """Give the server credit for `consumed` bytes of the stream (None:
+        all received so far, padding included)."""
+        size = st.unacked if consumed is None else min(consumed, st.unacked)
         if size and not self._closed:
-            st.unacked = 0
+            st.unacked -= size
             # Credit goes out at once: the server may be waiting for it.
             credit = acknowledge_data(self._h2, size, st.id)
             self._flush_soon(len(self._streams) > 1 and not credit)

@@ -1167,3 +1167,47 @@ def test_data_frames_are_offered_in_runs_of_one_stream() -> None:
     ]
     ping = bytes(PingFrame(0, opaque_data=b"12345678").serialize())
     assert to_h2 == [data(3, b"kl", pad=1), data(5, b"q") + ping, data(5, b"r"), data(5, b"stuvw")]
+
+
+async def test_a_slow_reader_gets_each_read_as_it_came_and_credit_as_it_reads() -> None:
+    """Bodies a reader let pile up are handed out one piece at a time (not
+    joined into one large copy), and each piece is acknowledged to h2 as it
+    is handed out: never bytes still waiting; all of them (padding
+    included) once nothing waits."""
+    sock = CountingSocket()
+    conn = HTTP2Connection(
+        ("https", "h", 443, ""),
+        cast(SocketStream, sock),
+        lambda _c: None,
+        stream_window=1 << 16,
+        connection_window=1 << 20,
+    )
+    sock.feed(PREFACE)
+    await conn.start(Timeout(1.0))
+    conn.reserve_stream()
+    task = asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
+    await asyncio.sleep(0)
+    sock.feed(headers(1, HEAD))
+    response = await task
+    pieces = [b"a" * 300, b"b" * 200 + b"c" * 100, b"d" * 50]
+    sock.feed(data(1, pieces[0]))
+    sock.feed(data(1, pieces[1][:200]) + data(1, pieces[1][200:]))
+    sock.feed(data(1, pieces[2], pad=7))
+    st = conn._streams[1]
+    acked: list[int] = []
+    h2_ack = conn._h2.acknowledge_received_data
+
+    def recording(size: int, stream_id: int) -> None:
+        acked.append(size)
+        h2_ack(size, stream_id)
+
+    conn._h2.acknowledge_received_data = recording  # type: ignore[method-assign]
+    body = response.stream
+    assert await body.__anext__() == pieces[0]  # type: ignore[union-attr]
+    assert acked == [300] and st.unacked == 300 + 58
+    assert await body.__anext__() == pieces[1]  # type: ignore[union-attr]
+    assert acked == [300, 300] and st.unacked == 58
+    assert await body.__anext__() == pieces[2]  # type: ignore[union-attr]
+    assert acked == [300, 300, 58] and st.unacked == 0  # 7 bytes of padding and its length byte
+    sock.feed(data(1, b"", end=True))
+    await response.aclose()
