@@ -11,6 +11,9 @@ buffered as one `bytes`. The buffer starts at `MIN_BUFFER` and doubles
 while socket reads fill it (bulk transfer) up to `HIGH_WATER`; when that
 much is buffered unread the transport stops reading, so a slow consumer of
 a large body holds at most that much in memory, and no read returns more.
+A reader that takes every read as it comes (HTTP/2) can ask for at most
+two reads per turn of the loop (`one_read_per_turn`), so the tasks that
+consume what it filed run in between.
 
 Errors come out as hyperhttp exceptions naming the peer: ReadError,
 ReadTimeout, WriteError, WriteTimeout.
@@ -77,7 +80,13 @@ class SocketStream(asyncio.BufferedProtocol):
         # Several writers (HTTP/2 streams) may wait for the buffer at once.
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
-        self._read_paused = False
+        self._read_paused = False  # full of unread bytes: resumed as they are read
+        # Set by a reader that files every read at once (HTTP/2): take at
+        # most two reads per turn of the loop. uvloop (libuv) reads a socket
+        # up to 32 times in one turn; HTTP/2 bodies then piled up unread
+        # (up to the flow-control windows) before their readers ran.
+        self.one_read_per_turn = False
+        self._turn = 0  # reads this turn: 0, 1, or 2 = paused until the next
         # Called with no argument when data or EOF arrives while nobody
         # reads (HTTP/2 uses it to process frames as they come).
         self.on_data: Any = None
@@ -117,10 +126,40 @@ class SocketStream(asyncio.BufferedProtocol):
             ):
                 # Full of unread bytes: wait for the reader (read_nowait resumes).
                 self._read_paused = True
-                self.transport.pause_reading()
+                if self._turn != 2:  # else paused already, for the turn
+                    self.transport.pause_reading()
         _wake(self._read_waiter)
         if self.on_data is not None:
             self.on_data()
+        if self.one_read_per_turn:
+            self._count_turn()
+
+    def _count_turn(self) -> None:
+        turn = self._turn
+        if turn == 0:
+            self._turn = 1
+            self._loop.call_soon(self._turn_over)
+        elif turn == 1 and self.transport is not None and not self._closed:
+            self._turn = 2
+            if not self._read_paused:  # else paused already, on a full buffer
+                self.transport.pause_reading()
+
+    def _turn_over(self) -> None:
+        paused = self._turn == 2
+        self._turn = 0
+        if paused and not self._read_paused:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not self._closed and not transport.is_closing():
+            transport.resume_reading()
+
+    def _drained(self) -> None:
+        """Unread bytes were taken: read again if the buffer had stopped it."""
+        self._read_paused = False
+        if self._turn != 2:
+            self._resume_reading()
 
     def _make_room(self) -> int:
         """Move unread bytes to the front, into a larger buffer when reads
@@ -214,18 +253,16 @@ class SocketStream(asyncio.BufferedProtocol):
             data = b""
         elif limit is not None and end - start > limit and not self._front:
             cut = self._start = start + limit
-            if self._read_paused and end - cut < len(self._buf) // 2 and self.transport is not None:
-                self._read_paused = False
-                self.transport.resume_reading()
+            if self._read_paused and end - cut < len(self._buf) // 2:
+                self._drained()
             return self._view[start:cut].tobytes()
         else:
             data = self._view[start:end].tobytes()
             self._start = self._end = 0
         if self._front:
             data, self._front = self._front + data, b""
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._read_paused:
+            self._drained()
         return data
 
     def read_view(self) -> bytes | memoryview:
@@ -238,9 +275,8 @@ class SocketStream(asyncio.BufferedProtocol):
         if self._front or start == end:
             return self.read_nowait()
         self._start = self._end = 0
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._read_paused:
+            self._drained()
         return self._view[start:end]
 
     def read_head_nowait(self) -> bytes:

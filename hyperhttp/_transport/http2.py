@@ -130,6 +130,7 @@ class HTTP2Connection:
             interval=IDLE_PING_INTERVAL, timeout=PING_TIMEOUT,
         )
         stream.on_data = self._on_data
+        stream.one_read_per_turn = True  # let readers run between reads (uvloop)
         self._flush()
         if stream.has_buffered_data() or stream.at_eof:
             self._on_data()  # bytes that arrived before we were listening

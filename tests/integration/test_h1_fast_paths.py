@@ -277,3 +277,30 @@ async def test_read_nowait_limit_takes_from_the_front_and_resumes_at_half() -> N
     got.append(stream.read_nowait())
     assert b"".join(got) == data
     assert stream.read_nowait(10) == b""
+
+
+async def test_one_read_per_turn_pauses_a_second_read_until_the_next_turn() -> None:
+    """uvloop reads a socket up to 32 times per turn of the loop; a reader
+    that files every read at once (HTTP/2) asks for a pause after the
+    second, lifted on the next turn, but not while the buffer is full."""
+    stream = stream_module.SocketStream("peer")
+    sink = _Sink()
+    stream.connection_made(sink)
+    stream.one_read_per_turn = True
+    stream.on_data = stream.read_nowait  # take every read, as HTTP/2 does
+    _received(stream, b"a" * 100)
+    assert not sink.paused
+    _received(stream, b"b" * 100)
+    assert sink.paused  # a second read in the same turn
+    await asyncio.sleep(0)
+    assert not sink.paused  # the next turn
+    _received(stream, b"c" * 100)
+    assert not sink.paused
+    # Paused on a full buffer too: the turn does not lift that pause.
+    stream.on_data = None
+    _received(stream, b"d" * stream_module.HIGH_WATER)
+    assert sink.paused
+    await asyncio.sleep(0)
+    assert sink.paused
+    assert stream.read_nowait().startswith(b"d")
+    assert not sink.paused
