@@ -185,17 +185,6 @@ class _Sink(asyncio.Transport):
         self.paused = False
 
 
-def _received(stream: stream_module.SocketStream, data: bytes) -> None:
-    """What a transport does with `data`: copy it into the stream's buffer."""
-    view = memoryview(data)
-    while view:
-        target = stream.get_buffer(len(view))
-        n = min(len(target), len(view))
-        target[:n] = view[:n]
-        stream.buffer_updated(n)
-        view = view[n:]
-
-
 async def test_read_head_nowait_splits_the_head_off_a_large_read() -> None:
     """Behind a head, a large body stays in the buffer for the next read
     (so it is copied out once); a small response, a read without a blank
@@ -204,16 +193,16 @@ async def test_read_head_nowait_splits_the_head_off_a_large_read() -> None:
     body = bytes(range(256)) * 156 + b"x" * 64
     stream = stream_module.SocketStream("peer")
     stream.connection_made(_Sink())
-    _received(stream, head + body)
+    stream.data_received(head + body)
     assert stream.read_head_nowait() == head
     assert stream.read_nowait() == body
     small = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-    _received(stream, small)
+    stream.data_received(small)
     assert stream.read_head_nowait() == small
     no_blank_line = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 20000
-    _received(stream, no_blank_line)
+    stream.data_received(no_blank_line)
     assert stream.read_head_nowait() == no_blank_line
-    _received(stream, head + body)
+    stream.data_received(head + body)
     stream.unread(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert stream.read_head_nowait() == b"HTTP/1.1 100 Continue\r\n\r\n" + head + body
     assert stream.read_nowait() == b""
@@ -266,7 +255,7 @@ async def test_read_nowait_limit_takes_from_the_front_and_resumes_at_half() -> N
     sink = _Sink()
     stream.connection_made(sink)
     data = bytes(range(256)) * (stream_module.HIGH_WATER // 256)
-    _received(stream, data)
+    stream.data_received(data)
     assert sink.paused  # the buffer is full of unread bytes
     got = []
     while len(b"".join(got)) < len(data) // 2:
@@ -288,17 +277,17 @@ async def test_one_read_per_turn_pauses_a_second_read_until_the_next_turn() -> N
     stream.connection_made(sink)
     stream.one_read_per_turn = True
     stream.on_data = stream.read_nowait  # take every read, as HTTP/2 does
-    _received(stream, b"a" * 100)
+    stream.data_received(b"a" * 100)
     assert not sink.paused
-    _received(stream, b"b" * 100)
+    stream.data_received(b"b" * 100)
     assert sink.paused  # a second read in the same turn
     await asyncio.sleep(0)
     assert not sink.paused  # the next turn
-    _received(stream, b"c" * 100)
+    stream.data_received(b"c" * 100)
     assert not sink.paused
     # Paused on a full buffer too: the turn does not lift that pause.
     stream.on_data = None
-    _received(stream, b"d" * stream_module.HIGH_WATER)
+    stream.data_received(b"d" * stream_module.HIGH_WATER)
     assert sink.paused
     await asyncio.sleep(0)
     assert sink.paused
