@@ -372,17 +372,22 @@ def _describe(sent: bytes) -> tuple[tuple[Any, ...], ...]:
     return tuple(out)
 
 
+async def started(sock: FakeSocket, **options: Any) -> HTTP2Connection:
+    """A client connection on `sock`, with the server's preface received."""
+    conn = HTTP2Connection(
+        ("https", "h", 443, ""), cast(SocketStream, sock), lambda _conn: None, **options
+    )
+    sock.feed(PREFACE)
+    await conn.start(Timeout(1.0))
+    return conn
+
+
 async def exchange(reads: list[bytes], *, fast: bool) -> Outcome:
     """One GET over a fresh connection; the server's bytes arrive as `reads`."""
     sock = FakeSocket()
-    conn = HTTP2Connection(
-        ("https", "h", 443, ""),
-        cast(SocketStream, sock),
-        lambda _conn: None,
-        stream_window=STREAM_WINDOW,
-        connection_window=1 << 20,
-        fast_data=fast,
-        fast_headers=fast,
+    conn = await started(
+        sock, stream_window=STREAM_WINDOW, connection_window=1 << 20,
+        fast_data=fast, fast_headers=fast,
     )
     h2c = conn._h2
     saw: list[bytes] = []
@@ -393,9 +398,6 @@ async def exchange(reads: list[bytes], *, fast: bool) -> Outcome:
         return receive(payload)
 
     h2c.receive_data = recording
-    sock.feed(PREFACE)
-    await conn.start(Timeout(1.0))
-    saw.clear()
     conn.reserve_stream()
     before = len(sock.written)
     task = asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
@@ -1007,9 +1009,7 @@ class CountingSocket(FakeSocket):
 
 async def test_requests_started_together_share_one_write() -> None:
     sock = CountingSocket()
-    conn = HTTP2Connection(("https", "h", 443, ""), cast(SocketStream, sock), lambda _c: None)
-    sock.feed(PREFACE)
-    await conn.start(Timeout(1.0))
+    conn = await started(sock)
     for _ in range(4):
         conn.reserve_stream()
     first = asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
@@ -1071,15 +1071,7 @@ def test_checked_header_blocks_are_refused_and_accepted_as_by_h2_every_time() ->
 
 async def test_flow_control_credit_is_written_at_once_with_streams_in_flight() -> None:
     sock = CountingSocket()
-    conn = HTTP2Connection(
-        ("https", "h", 443, ""),
-        cast(SocketStream, sock),
-        lambda _c: None,
-        stream_window=STREAM_WINDOW,
-        connection_window=1 << 20,
-    )
-    sock.feed(PREFACE)
-    await conn.start(Timeout(1.0))
+    conn = await started(sock, stream_window=STREAM_WINDOW, connection_window=1 << 20)
     tasks = []
     for _ in range(2):
         conn.reserve_stream()
@@ -1175,15 +1167,7 @@ async def test_a_slow_reader_gets_each_read_as_it_came_and_credit_as_it_reads() 
     is handed out: never bytes still waiting; all of them (padding
     included) once nothing waits."""
     sock = CountingSocket()
-    conn = HTTP2Connection(
-        ("https", "h", 443, ""),
-        cast(SocketStream, sock),
-        lambda _c: None,
-        stream_window=1 << 16,
-        connection_window=1 << 20,
-    )
-    sock.feed(PREFACE)
-    await conn.start(Timeout(1.0))
+    conn = await started(sock, stream_window=1 << 16, connection_window=1 << 20)
     conn.reserve_stream()
     task = asyncio.ensure_future(conn.handle_request(Request("GET", "https://h/"), Timeout(5.0)))
     await asyncio.sleep(0)
