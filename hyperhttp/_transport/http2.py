@@ -396,14 +396,14 @@ class HTTP2Connection:
                     self._receive_head_fast if self._fast_headers else None,
                 )
             except h2.exceptions.ProtocolError as exc:
-                self._settle()
+                self._settle()  # before _terminate releases the streams
                 self._flush()  # h2 queued a GOAWAY naming the error
                 self._terminate(
                     RemoteProtocolError(f"{self.peer} broke the HTTP/2 protocol: {exc}")
                 )
                 return
             finally:
-                self._settle()
+                self._settle()  # whatever went wrong: no view outlives this call
             self._flush()
             if self._notify and not self._closed:
                 self._notify_pool()
