@@ -86,6 +86,19 @@ __all__ = [
 
 MAX_HEAD_SIZE: Final = 64 * 1024
 
+# Final heads parsed before, by their text: a server that repeats itself
+# (most do, until the Date line turns over a second later) gets one dict
+# lookup instead of the status line, the field lines and the framing
+# checks. The entry is what parsing that same text gave, so no check is
+# skipped, only repeated; `fields` is copied out, as Headers may change it.
+# Bounded, emptied when full; long heads (cookies, tokens) are not kept.
+_KnownHead: TypeAlias = tuple[
+    int, str, "str | None", tuple[_Field, ...], "int | None", bool, str
+]
+_KNOWN_HEADS: dict[str, _KnownHead] = {}
+_KNOWN_HEADS_MAX = 256
+_KNOWN_HEAD_LEN = 1024
+
 
 @final
 class NeedData:
@@ -401,6 +414,12 @@ class ResponseParser:
 
     def _parse_head(self, text: str, after: int) -> Head | None:
         """Parse a complete head ending at `after`; None for a 1xx head."""
+        seen = _KNOWN_HEADS.get(text)
+        if seen is not None:
+            self._pos = self._scan = after
+            return self._finish_head(
+                seen[0], seen[1], seen[2], list(seen[3]), seen[4], seen[5], seen[6]
+            )
         m = _STATUS.match(text)
         if m is None:
             line = text.split("\n", 1)[0].removesuffix("\r")
@@ -433,6 +452,12 @@ class ResponseParser:
             if code < 100:
                 raise self._fail(f"invalid status code {code_text}")
             return None  # informational: checked, skipped
+        if len(text) <= _KNOWN_HEAD_LEN:
+            if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
+                _KNOWN_HEADS.clear()
+            _KNOWN_HEADS[text] = (
+                code, minor, reason, tuple(fields), length, chunked, connection
+            )
         return self._finish_head(code, minor, reason, fields, length, chunked, connection)
 
     def _finish_head(

@@ -1,13 +1,14 @@
-"""The field-line cache of the HTTP/1.1 response parser: lines seen before
-skip the regular expression, and nothing a fresh parser refuses is accepted
-because a line (or its framing) was cached by an earlier response."""
+"""The caches of the HTTP/1.1 response parser: whole heads and field lines
+seen before skip the parsing, and nothing a fresh parser refuses is
+accepted because a head, a line or its framing was cached by an earlier
+response."""
 
 from __future__ import annotations
 
 import pytest
 
 from hyperhttp._exceptions import RemoteProtocolError
-from hyperhttp._proto import h1_fields
+from hyperhttp._proto import h1, h1_fields
 from hyperhttp._proto.h1 import End, Head, ResponseParser
 
 from .test_h1_parser import parse, refused
@@ -97,3 +98,60 @@ def test_a_bare_cr_before_the_line_end_is_refused() -> None:
     not pass as a field line once split on CRLF."""
     assert "malformed" in refused(b"HTTP/1.1 200 OK\r\nX-A: 0 \r\r\nContent-Length: 0\r\n\r\n")
     assert "X-A: 0 \r" not in h1_fields._KNOWN_LINES
+
+
+def test_a_head_seen_before_gives_equal_fields_in_a_list_of_its_own() -> None:
+    data = b"HTTP/1.1 203 Cached\r\nServer: head-cache\r\nContent-Length: 2\r\n\r\nok"
+    first = head_of(data)
+    assert data[:-4].decode() in h1._KNOWN_HEADS
+    again = head_of(data)
+    assert (again.status, again.reason, again.headers) == (203, "Cached", first.headers)
+    # Headers adopts the list and may change it: a later response must not see that.
+    assert again.headers is not first.headers
+    first.headers.append(("X-Added", "x-added", "1"))
+    assert head_of(data).headers == [
+        ("Server", "server", "head-cache"), ("Content-Length", "content-length", "2"),
+    ]
+
+
+def test_an_informational_head_is_never_cached() -> None:
+    """A cached entry is always a final head: a 1xx must still be skipped
+    the second time it is seen."""
+    data = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    for _ in range(2):
+        _, evs = parse(data)
+        assert [type(e) for e in evs] == [Head, bytes, End] and evs[0].status == 200
+    assert "HTTP/1.1 100 Continue\r\n" not in h1._KNOWN_HEADS
+
+
+def test_a_cached_head_is_framed_by_each_request_and_connection_header() -> None:
+    """What depends on the request (HEAD, CONNECT) is decided per parse."""
+    data = b"HTTP/1.1 200 OK\r\nX-Per: request\r\nContent-Length: 3\r\n\r\n"
+    head_of(data + b"abc")
+    for method, events in (("HEAD", [Head, End]), ("GET", [Head, bytes, End])):
+        p = ResponseParser()
+        p.start(method)
+        p.feed(data + (b"abc" if method == "GET" else b""))
+        got = [p.next_event() for _ in events]
+        assert [type(e) for e in got] == events and p.reusable
+    closing = data.replace(b"X-Per: request", b"Connection: close")
+    for _ in range(2):
+        p = ResponseParser()
+        p.start("GET")
+        p.feed(closing + b"abc")
+        assert p.next_event().keep_alive is False  # type: ignore[union-attr]
+
+
+def test_a_refused_head_stays_refused_and_is_not_kept() -> None:
+    bad = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+    assert refused(bad) == refused(bad)
+    assert not any("Content-Length: 4" in text for text in h1._KNOWN_HEADS)
+
+
+def test_the_head_cache_stays_bounded_and_long_heads_are_not_kept() -> None:
+    for i in range(h1._KNOWN_HEADS_MAX + 50):
+        head_of(b"HTTP/1.1 200 OK\r\nX-Head: %d\r\nContent-Length: 0\r\n\r\n" % i)
+    assert 0 < len(h1._KNOWN_HEADS) <= h1._KNOWN_HEADS_MAX
+    long_head = b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * h1._KNOWN_HEAD_LEN + b"\r\nContent-Length: 0\r\n\r\n"
+    head_of(long_head)
+    assert long_head[:-2].decode() not in h1._KNOWN_HEADS
