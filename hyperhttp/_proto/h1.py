@@ -67,6 +67,7 @@ from .h1_fields import (
     _FRAMING_NAMES,
     _KNOWN_FRAMINGS,
     _OBS_FOLD,
+    _SECRET_NAMES,
     _bad_field_line,
     _Field,
     _framing,
@@ -91,7 +92,8 @@ MAX_HEAD_SIZE: Final = 64 * 1024
 # lookup instead of the status line, the field lines and the framing
 # checks. The entry is what parsing that same text gave, so no check is
 # skipped, only repeated; `fields` is copied out, as Headers may change it.
-# Bounded, emptied when full; long heads (cookies, tokens) are not kept.
+# Bounded, emptied when full; long heads and heads with a Set-Cookie field
+# are not kept (no credential outlives its response in a process-wide cache).
 _KnownHead: TypeAlias = tuple[
     int, str, "str | None", tuple[_Field, ...], "int | None", bool, str
 ]
@@ -452,7 +454,7 @@ class ResponseParser:
             if code < 100:
                 raise self._fail(f"invalid status code {code_text}")
             return None  # informational: checked, skipped
-        if len(text) <= _KNOWN_HEAD_LEN:
+        if len(text) <= _KNOWN_HEAD_LEN and not any(f[1] in _SECRET_NAMES for f in fields):
             if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
                 _KNOWN_HEADS.clear()
             _KNOWN_HEADS[text] = (

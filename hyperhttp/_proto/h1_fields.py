@@ -7,9 +7,10 @@ Content-Type, Connection, Cache-Control, a Date for a second), so each line
 of a head is looked up in `_KNOWN_LINES` first; framing lines are cached
 apart (`_KNOWN_FRAMING`) because they are checked as a group on every
 head, and the verdict on a group seen before is kept too
-(`_KNOWN_FRAMINGS`). All three are bounded and emptied when full. What a
-cache returns is what parsing the same line would give: only the work is
-saved, never a check.
+(`_KNOWN_FRAMINGS`). All three are bounded and emptied when full, and
+lines that carry credentials (Set-Cookie) are never kept. What a cache
+returns is what parsing the same line would give: only the work is saved,
+never a check.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ _FIELD_FAST = re.compile(
 _OBS_FOLD = re.compile(r"\r?\n[ \t]+")
 _NAME = re.compile(rf"[{_TCHAR}]+")
 _FRAMING_NAMES = frozenset({"content-length", "transfer-encoding", "connection"})
+# Fields that carry credentials: never kept in the process-wide caches, so
+# a session cookie is not held in memory beyond the response it came in.
+_SECRET_NAMES = frozenset({"set-cookie", "cookie", "authorization", "proxy-authorization"})
 _MAX_CL_DIGITS = 20
 
 
@@ -89,7 +93,7 @@ def _new_line(line: str) -> _Field | None:
         return None
     name, value = m.groups()
     field = (name, name.lower(), value)
-    if len(line) <= _KNOWN_LINE_LEN:
+    if len(line) <= _KNOWN_LINE_LEN and field[1] not in _SECRET_NAMES:
         cache = _KNOWN_FRAMING if field[1] in _FRAMING_NAMES else _KNOWN_LINES
         if len(cache) >= _KNOWN_LINES_MAX:
             cache.clear()

@@ -155,3 +155,13 @@ def test_the_head_cache_stays_bounded_and_long_heads_are_not_kept() -> None:
     long_head = b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * h1._KNOWN_HEAD_LEN + b"\r\nContent-Length: 0\r\n\r\n"
     head_of(long_head)
     assert long_head[:-2].decode() not in h1._KNOWN_HEADS
+
+
+def test_a_set_cookie_is_kept_in_no_process_wide_cache() -> None:
+    """A session cookie must not outlive its response in the parser's
+    caches (docs/performance.md: credentials are not kept)."""
+    data = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s3cr3t-value\r\nContent-Length: 0\r\n\r\n"
+    for _ in range(2):
+        assert head_of(data).headers[0] == ("Set-Cookie", "set-cookie", "session=s3cr3t-value")
+    cached = [*h1._KNOWN_HEADS, *h1_fields._KNOWN_LINES, *h1_fields._KNOWN_FRAMING]
+    assert not [text for text in cached if "s3cr3t" in text]
