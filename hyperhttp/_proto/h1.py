@@ -66,12 +66,13 @@ from .h1_fields import (
     _FIELD_FAST,
     _FRAMING_NAMES,
     _KNOWN_FRAMINGS,
+    _KNOWN_HEADS,
     _OBS_FOLD,
-    _SECRET_NAMES,
     _bad_field_line,
     _Field,
     _framing,
     _known_fields,
+    _remember_head,
     _short,
     _tokens,
 )
@@ -87,19 +88,6 @@ __all__ = [
 
 MAX_HEAD_SIZE: Final = 64 * 1024
 
-# Final heads parsed before, by their text: a server that repeats itself
-# (most do, until the Date line turns over a second later) gets one dict
-# lookup instead of the status line, the field lines and the framing
-# checks. The entry is what parsing that same text gave, so no check is
-# skipped, only repeated; `fields` is copied out, as Headers may change it.
-# Bounded, emptied when full; long heads and heads with a Set-Cookie field
-# are not kept (no credential outlives its response in a process-wide cache).
-_KnownHead: TypeAlias = tuple[
-    int, str, "str | None", tuple[_Field, ...], "int | None", bool, str
-]
-_KNOWN_HEADS: dict[str, _KnownHead] = {}
-_KNOWN_HEADS_MAX = 256
-_KNOWN_HEAD_LEN = 1024
 
 
 @final
@@ -454,12 +442,7 @@ class ResponseParser:
             if code < 100:
                 raise self._fail(f"invalid status code {code_text}")
             return None  # informational: checked, skipped
-        if len(text) <= _KNOWN_HEAD_LEN and not any(f[1] in _SECRET_NAMES for f in fields):
-            if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
-                _KNOWN_HEADS.clear()
-            _KNOWN_HEADS[text] = (
-                code, minor, reason, tuple(fields), length, chunked, connection
-            )
+        _remember_head(text, (code, minor, reason, tuple(fields), length, chunked, connection))
         return self._finish_head(code, minor, reason, fields, length, chunked, connection)
 
     def _finish_head(

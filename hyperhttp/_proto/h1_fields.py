@@ -1,22 +1,24 @@
 """HTTP/1.1 field lines, for the response parser (`h1`): the grammar, the
 checks of the framing fields, and the caches that let a server's repeated
-lines skip the regular expression.
+heads and lines skip the parsing.
 
 Servers repeat most field lines response after response (Server,
 Content-Type, Connection, Cache-Control, a Date for a second), so each line
 of a head is looked up in `_KNOWN_LINES` first; framing lines are cached
 apart (`_KNOWN_FRAMING`) because they are checked as a group on every
 head, and the verdict on a group seen before is kept too
-(`_KNOWN_FRAMINGS`). All three are bounded and emptied when full, and
-lines that carry credentials (Set-Cookie) are never kept. What a cache
-returns is what parsing the same line would give: only the work is saved,
-never a check.
+(`_KNOWN_FRAMINGS`). A whole head seen before is looked up by its text
+(`_KNOWN_HEADS`) before any of that. All four are bounded and emptied when
+full, and nothing that carries a credential (Set-Cookie) is kept. What a
+cache returns is what parsing the same text would give: only the work is
+saved, never a check.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TypeAlias
 
 from .._exceptions import RemoteProtocolError
 
@@ -167,6 +169,26 @@ def _framing(
 # Verdicts of `_framing` on framing fields seen before (the same cached
 # field objects, head after head), when it rewrote nothing.
 _KNOWN_FRAMINGS: dict[tuple[_Field, ...], tuple[int | None, bool, str]] = {}
+
+# Final heads parsed before, by their text: a server that repeats itself
+# (most do, until the Date line turns over a second later) gets one dict
+# lookup instead of the status line, the field lines and the framing
+# checks. An entry is what parsing that same text gave (status, minor
+# version, reason, fields, Content-Length, chunked, Connection), so no
+# check is skipped, only repeated; the parser copies `fields` out, as
+# Headers may change them. Bounded, emptied when full; long heads and heads
+# with a credential in them (Set-Cookie) are not kept.
+_KnownHead: TypeAlias = tuple[int, str, "str | None", tuple[_Field, ...], "int | None", bool, str]
+_KNOWN_HEADS: dict[str, _KnownHead] = {}
+_KNOWN_HEADS_MAX = 256
+_KNOWN_HEAD_LEN = 1024
+
+
+def _remember_head(text: str, entry: _KnownHead) -> None:
+    if len(text) <= _KNOWN_HEAD_LEN and not any(f[1] in _SECRET_NAMES for f in entry[3]):
+        if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
+            _KNOWN_HEADS.clear()
+        _KNOWN_HEADS[text] = entry
 
 
 def _normalised(

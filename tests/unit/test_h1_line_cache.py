@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hyperhttp._exceptions import RemoteProtocolError
-from hyperhttp._proto import h1, h1_fields
+from hyperhttp._proto import h1_fields
 from hyperhttp._proto.h1 import End, Head, ResponseParser
 
 from .test_h1_parser import parse, refused
@@ -103,7 +103,7 @@ def test_a_bare_cr_before_the_line_end_is_refused() -> None:
 def test_a_head_seen_before_gives_equal_fields_in_a_list_of_its_own() -> None:
     data = b"HTTP/1.1 203 Cached\r\nServer: head-cache\r\nContent-Length: 2\r\n\r\nok"
     first = head_of(data)
-    assert data[:-4].decode() in h1._KNOWN_HEADS
+    assert data[:-4].decode() in h1_fields._KNOWN_HEADS
     again = head_of(data)
     assert (again.status, again.reason, again.headers) == (203, "Cached", first.headers)
     # Headers adopts the list and may change it: a later response must not see that.
@@ -121,7 +121,7 @@ def test_an_informational_head_is_never_cached() -> None:
     for _ in range(2):
         _, evs = parse(data)
         assert [type(e) for e in evs] == [Head, bytes, End] and evs[0].status == 200
-    assert "HTTP/1.1 100 Continue\r\n" not in h1._KNOWN_HEADS
+    assert "HTTP/1.1 100 Continue\r\n" not in h1_fields._KNOWN_HEADS
 
 
 def test_a_cached_head_is_framed_by_each_request_and_connection_header() -> None:
@@ -145,16 +145,16 @@ def test_a_cached_head_is_framed_by_each_request_and_connection_header() -> None
 def test_a_refused_head_stays_refused_and_is_not_kept() -> None:
     bad = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
     assert refused(bad) == refused(bad)
-    assert not any("Content-Length: 4" in text for text in h1._KNOWN_HEADS)
+    assert not any("Content-Length: 4" in text for text in h1_fields._KNOWN_HEADS)
 
 
 def test_the_head_cache_stays_bounded_and_long_heads_are_not_kept() -> None:
-    for i in range(h1._KNOWN_HEADS_MAX + 50):
+    for i in range(h1_fields._KNOWN_HEADS_MAX + 50):
         head_of(b"HTTP/1.1 200 OK\r\nX-Head: %d\r\nContent-Length: 0\r\n\r\n" % i)
-    assert 0 < len(h1._KNOWN_HEADS) <= h1._KNOWN_HEADS_MAX
-    long_head = b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * h1._KNOWN_HEAD_LEN + b"\r\nContent-Length: 0\r\n\r\n"
+    assert 0 < len(h1_fields._KNOWN_HEADS) <= h1_fields._KNOWN_HEADS_MAX
+    long_head = b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * h1_fields._KNOWN_HEAD_LEN + b"\r\nContent-Length: 0\r\n\r\n"
     head_of(long_head)
-    assert long_head[:-2].decode() not in h1._KNOWN_HEADS
+    assert long_head[:-2].decode() not in h1_fields._KNOWN_HEADS
 
 
 def test_a_set_cookie_is_kept_in_no_process_wide_cache() -> None:
@@ -163,5 +163,5 @@ def test_a_set_cookie_is_kept_in_no_process_wide_cache() -> None:
     data = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s3cr3t-value\r\nContent-Length: 0\r\n\r\n"
     for _ in range(2):
         assert head_of(data).headers[0] == ("Set-Cookie", "set-cookie", "session=s3cr3t-value")
-    cached = [*h1._KNOWN_HEADS, *h1_fields._KNOWN_LINES, *h1_fields._KNOWN_FRAMING]
+    cached = [*h1_fields._KNOWN_HEADS, *h1_fields._KNOWN_LINES, *h1_fields._KNOWN_FRAMING]
     assert not [text for text in cached if "s3cr3t" in text]
