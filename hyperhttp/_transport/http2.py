@@ -9,8 +9,8 @@ The stream table (slots, their states and the rules every change keeps) is
 described in h2streams.py, with the per-stream transitions; the DATA and
 request HEADERS fast paths (frames split here, plain DATA filed without h2;
 request heads queued without h2's send_headers) in _proto/h2frames.py, the
-response HEADERS one in _proto/h2heads.py; request bodies go out in
-h2upload.py.
+response HEADERS one in _proto/h2heads.py; what each h2 event does in
+h2events.py; request bodies go out in h2upload.py.
 While several streams are in flight, what h2 queues for them is written
 once per loop turn (`_flush_soon`).
 """
@@ -22,9 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import h2.events
 import h2.exceptions
-import h2.settings
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
@@ -52,12 +50,11 @@ from .._proto.http2 import (
     STREAM_WINDOW,
     ErrorCodes,
     build_request_headers,
-    error_name,
     new_client_connection,
     parse_response_head,
     parse_trailers,
-    remote_stream_limit,
 )
+from .h2events import H2Events
 from .h2ping import IdlePinger
 from .h2streams import H2Body, Stream, wait_for, wake
 from .h2upload import send_body
@@ -71,11 +68,9 @@ if TYPE_CHECKING:
 IDLE_PING_INTERVAL = 30.0
 PING_TIMEOUT = 10.0
 
-_MAX_CONCURRENT = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
-_INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
 
 
-class HTTP2Connection:
+class HTTP2Connection(H2Events):
     """An HTTP/2 connection to one origin, shared by concurrent requests."""
 
     is_multiplexed = True
@@ -457,90 +452,6 @@ class HTTP2Connection:
             if end_stream:
                 st.receive_end()
         return True
-
-    def _dispatch(self, events: list[h2.events.Event]) -> bool:
-        """File each event on its stream; True when the pool should look again."""
-        streams = self._streams
-        notify = False
-        ev = h2.events
-        for event in events:
-            if isinstance(event, ev.DataReceived):
-                st = streams.get(event.stream_id)
-                if st is None:  # released already: credit back at once (rule 4)
-                    self._h2.acknowledge_received_data(
-                        event.flow_controlled_length, event.stream_id
-                    )
-                else:
-                    st.receive_data(event.data, event.flow_controlled_length, False)
-            elif isinstance(event, ev.ResponseReceived):
-                st = streams.get(event.stream_id)
-                if st is not None:
-                    st.receive_head(event.headers)
-            elif isinstance(event, ev.StreamEnded):
-                st = streams.get(event.stream_id)
-                if st is not None:
-                    st.receive_end()
-            elif isinstance(event, ev.TrailersReceived):
-                st = streams.get(event.stream_id)
-                if st is not None:
-                    st.trailers = event.headers
-            elif isinstance(event, ev.WindowUpdated):
-                self._window_opened(event.stream_id)
-            elif isinstance(event, ev.StreamReset):
-                self._stream_reset(event)
-            elif isinstance(event, ev.RemoteSettingsChanged):
-                notify = self._settings_changed(event) or notify
-            elif isinstance(event, ev.ConnectionTerminated):
-                self._goaway_received(event)
-                notify = True
-            elif isinstance(event, ev.PingAckReceived):
-                self._pinger.acked(event.ping_data)
-            # Server PINGs are answered by h2; informational responses, priority,
-            # ALTSVC and unknown frames need nothing from us.
-        return notify
-
-    def _window_opened(self, stream_id: int | None) -> None:
-        if not self._blocked:
-            return
-        if not stream_id:
-            for st in self._blocked:
-                wake(st.waiter)
-        else:
-            one = self._streams.get(stream_id)
-            if one is not None:
-                wake(one.waiter)
-
-    def _stream_reset(self, event: h2.events.StreamReset) -> None:
-        st = self._streams.get(event.stream_id or 0)
-        if st is not None:
-            code = int(event.error_code or 0)
-            st.receive_reset(code, remote=event.remote_reset, peer=self.peer)
-
-    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> bool:
-        changed = event.changed_settings
-        notify = False
-        if _MAX_CONCURRENT in changed or not self._settings_received:
-            old, self._limit = self._limit, remote_stream_limit(self._h2)
-            if self._limit > old:
-                for fut in self._capacity_waiters:
-                    wake(fut)
-            notify = True
-        if _INITIAL_WINDOW in changed:
-            self._window_opened(0)
-        if not self._settings_received:
-            self._settings_received = True
-            wake(self._settings_waiter)
-        return notify
-
-    def _goaway_received(self, event: h2.events.ConnectionTerminated) -> None:
-        last = event.last_stream_id or 0
-        code = int(event.error_code or 0)
-        self._goaway = (last, code)
-        for st in self._streams.values():
-            if st.id > last:
-                st.not_processed(f"{self.peer} sent GOAWAY ({error_name(code)})")
-        for fut in self._capacity_waiters:
-            wake(fut)
 
     # --- closing ---------------------------------------------------------------
     def _terminate(self, error: HyperHTTPError | None) -> None:
