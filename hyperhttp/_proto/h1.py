@@ -89,7 +89,6 @@ __all__ = [
 MAX_HEAD_SIZE: Final = 64 * 1024
 
 
-
 @final
 class NeedData:
     """Type of `NEED_DATA`: feed more bytes (or EOF) before asking again."""

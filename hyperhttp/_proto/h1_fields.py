@@ -174,17 +174,19 @@ _KNOWN_FRAMINGS: dict[tuple[_Field, ...], tuple[int | None, bool, str]] = {}
 # (most do, until the Date line turns over a second later) gets one dict
 # lookup instead of the status line, the field lines and the framing
 # checks. An entry is what parsing that same text gave (status, minor
-# version, reason, fields, Content-Length, chunked, Connection), so no
-# check is skipped, only repeated; the parser copies `fields` out, as
-# Headers may change them. Bounded, emptied when full; long heads and heads
-# with a credential in them (Set-Cookie) are not kept.
-_KnownHead: TypeAlias = tuple[int, str, "str | None", tuple[_Field, ...], "int | None", bool, str]
+# version, reason, fields, Content-Length, chunked, Connection), and only
+# final heads that parsed are kept, so nothing passes that a fresh parse
+# would refuse; the parser copies `fields` out, as Headers may change them.
+# Bounded, emptied when full; long heads and heads with a credential in
+# them (Set-Cookie) are not kept.
+_KnownHead: TypeAlias = tuple[int, str, str | None, tuple[_Field, ...], int | None, bool, str]
 _KNOWN_HEADS: dict[str, _KnownHead] = {}
 _KNOWN_HEADS_MAX = 256
 _KNOWN_HEAD_LEN = 1024
 
 
 def _remember_head(text: str, entry: _KnownHead) -> None:
+    """Keep a final head's parse by its text, unless it is long or secret."""
     if len(text) <= _KNOWN_HEAD_LEN and not any(f[1] in _SECRET_NAMES for f in entry[3]):
         if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
             _KNOWN_HEADS.clear()
