@@ -104,3 +104,26 @@ async def test_forked_child_drops_the_inherited_channel(loop_name: str, short_tm
     finally:
         await backend.aclose()
         coord.stop()
+
+
+async def test_the_table_counts_a_joining_worker_at_once(loop_name: str, short_tmp: Path) -> None:
+    """A worker that loses the coordinator shares the fleet caps by the
+    worker count it read last from the table (fallback_caps), so a worker
+    that joined must be counted there at once, not at the next heartbeat
+    tick (250 ms)."""
+    coord = Coordinator.launch(runtime_dir=short_tmp / "c", max_connections=8,
+                               max_connections_per_host=4)
+    a = connect_backend(coord.address)
+    b = connect_backend(coord.address)
+    try:
+        a_lease = await a.acquire("svc:1", timeout=2)
+        b_lease = await b.acquire("svc:1", timeout=2)  # answered after b was counted
+        assert a.reader is not None
+        header = a.reader.header()
+        assert header is not None and header.workers == 2
+        a.release(a_lease)
+        b.release(b_lease)
+    finally:
+        await b.aclose()
+        await a.aclose()
+        coord.stop()

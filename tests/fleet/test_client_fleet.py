@@ -386,7 +386,7 @@ def test_sigkilled_coordinator_workers_fall_back_warn_once_and_rejoin(
     urls = [http_counter.url("/delay/10", 0), http_counter.url("/delay/10", 1)]
     for i, w in enumerate(workers):
         w.start_load(f"l{i}", urls, tasks=4, per_task=10_000, seconds=2.5)
-    wait_for(lambda: status(coord.address)["leases"] >= 4)
+    wait_for(lambda: (st := status(coord.address))["leases"] >= 4 and len(st["workers"]) == 2)
     os.kill(coord.pid, signal.SIGKILL)
     coord.stop()  # reaps it
     wait_for(lambda: not any(w.info()["connected"] for w in workers))
