@@ -69,7 +69,6 @@ IDLE_PING_INTERVAL = 30.0
 PING_TIMEOUT = 10.0
 
 
-
 class HTTP2Connection(H2Events):
     """An HTTP/2 connection to one origin, shared by concurrent requests."""
 

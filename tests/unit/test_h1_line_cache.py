@@ -128,12 +128,17 @@ def test_a_cached_head_is_framed_by_each_request_and_connection_header() -> None
     """What depends on the request (HEAD, CONNECT) is decided per parse."""
     data = b"HTTP/1.1 200 OK\r\nX-Per: request\r\nContent-Length: 3\r\n\r\n"
     head_of(data + b"abc")
-    for method, events in (("HEAD", [Head, End]), ("GET", [Head, bytes, End])):
+    cases = (
+        ("HEAD", b"", [Head, End], True),
+        ("GET", b"abc", [Head, bytes, End], True),
+        ("CONNECT", b"abc", [Head, End], False),  # a tunnel: "abc" is not the body
+    )
+    for method, body, events, reusable in cases:
         p = ResponseParser()
         p.start(method)
-        p.feed(data + (b"abc" if method == "GET" else b""))
+        p.feed(data + body)
         got = [p.next_event() for _ in events]
-        assert [type(e) for e in got] == events and p.reusable
+        assert [type(e) for e in got] == events and p.reusable is reusable, method
     closing = data.replace(b"X-Per: request", b"Connection: close")
     for _ in range(2):
         p = ResponseParser()
