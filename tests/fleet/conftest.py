@@ -221,6 +221,9 @@ class ConnCounter:
     def _opened(self, conn: socket.socket) -> None:
         """A connection was accepted and counted (lock held)."""
 
+    def _received(self, sock: socket.socket, data: bytes) -> None:
+        """Bytes arrived on a counted connection (lock held); ignored here."""
+
     def _read(self, sock: socket.socket) -> None:
         try:
             data = sock.recv(65536)
@@ -228,8 +231,10 @@ class ConnCounter:
             return
         except OSError:
             data = b""
-        if not data:
-            with self._lock:
+        with self._lock:
+            if data:
+                self._received(sock, data)
+            else:
                 self._drop(sock)
 
     def _accept(self, listener: socket.socket) -> None:

@@ -87,31 +87,21 @@ class HTTPCounter(ConnCounter):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffers[conn] = b""
 
-    def _read(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        with self._lock:
-            if not data:
-                self._drop(sock)
-                return
-            buf = self._buffers.get(sock, b"") + data
-            while b"\r\n\r\n" in buf:
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                path = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
-                self.requests[path] += 1
-                delay, code = self._answer(path)
-                body = b"ok"
-                response = (
-                    f"HTTP/1.1 {code} {REASONS.get(code, 'X')}\r\nContent-Length: {len(body)}"
-                    "\r\nContent-Type: text/plain\r\n\r\n"
-                ).encode() + body
-                heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), sock,
-                                           response))
-            self._buffers[sock] = buf
+    def _received(self, sock: socket.socket, data: bytes) -> None:
+        buf = self._buffers.get(sock, b"") + data
+        while b"\r\n\r\n" in buf:
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            path = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+            self.requests[path] += 1
+            delay, code = self._answer(path)
+            body = b"ok"
+            response = (
+                f"HTTP/1.1 {code} {REASONS.get(code, 'X')}\r\nContent-Length: {len(body)}"
+                "\r\nContent-Type: text/plain\r\n\r\n"
+            ).encode() + body
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), sock,
+                                       response))
+        self._buffers[sock] = buf
 
     @staticmethod
     def _answer(path: str) -> tuple[float, int]:
