@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from ._auth import Auth, BasicAuth, build_auth
-from ._config import Timeout, TimeoutTypes
+from ._config import Timeout, TimeoutTypes, check_limits
 from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
 from ._cookies import CookieJar
 from ._decoders import accept_encoding
@@ -95,8 +95,8 @@ class Client:
         coordinator_required: bool = False,
         transport: AsyncBaseTransport | None = None,
     ) -> None:
-        _check_limits(max_connections, max_connections_per_host, max_keepalive_connections,
-                      max_redirects, max_response_size, happy_eyeballs_delay)
+        check_limits(max_connections, max_connections_per_host, max_keepalive_connections,
+                     max_redirects, max_response_size, happy_eyeballs_delay)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError("retry= takes a hyperhttp.errors.retry.RetryPolicy or None")
         self.base_url = URL(base_url) if base_url is not None else None
@@ -120,29 +120,11 @@ class Client:
         self.circuit_breaker_manager = circuit_breaker_manager
         self.telemetry = telemetry
         self.max_response_size = max_response_size
-        self.event_hooks: dict[str, list[Hook]] = {"request": [], "response": []}
-        for name, hooks in (event_hooks or {}).items():
-            if name not in self.event_hooks:
-                raise ValueError(f"unknown event hook {name!r}; use 'request' or 'response'")
-            self.event_hooks[name] = list(hooks)
-        self._fleet: Any = None
-        if coordinator is not None and coordinator is not False:
-            from .shared._connect import connect_backend
-
-            self._fleet = connect_backend(
-                coordinator,
-                required=coordinator_required,
-                local_caps=(max_connections, max_connections_per_host),
-            )
-            if circuit_breaker_manager is not None:
-                cfg = circuit_breaker_manager.config
-                self._fleet.configure_breakers(
-                    failure_threshold=cfg.failure_threshold,
-                    recovery_timeout=cfg.recovery_timeout,
-                    success_threshold=cfg.success_threshold,
-                )
-        elif coordinator_required:
-            raise ValueError("coordinator_required=True needs coordinator=")
+        self.event_hooks = _checked_hooks(event_hooks)
+        self._fleet: Any = _join_fleet(
+            coordinator, coordinator_required,
+            (max_connections, max_connections_per_host), circuit_breaker_manager,
+        )
         if transport is None:
             transport = HTTPTransport(
                 verify=verify,
@@ -578,25 +560,36 @@ def _pop_send_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs.pop(k) for k in ("auth", "follow_redirects", "retry") if k in kwargs}
 
 
-def _check_limits(
-    max_connections: int | None,
-    per_host: int | None,
-    keepalive: int | None,
-    max_redirects: int,
-    max_response_size: int | None,
-    happy_eyeballs_delay: float,
-) -> None:
-    for name, value in (
-        ("max_connections", max_connections),
-        ("max_connections_per_host", per_host),
-        ("max_keepalive_connections", keepalive),
-        ("max_response_size", max_response_size),
-    ):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"{name} must be an int or None, not {value!r}")
-        if value is not None and value < (0 if name == "max_keepalive_connections" else 1):
-            raise ValueError(f"{name} must be positive, got {value}")
-    if max_redirects < 0:
-        raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
-    if happy_eyeballs_delay < 0:
-        raise ValueError(f"happy_eyeballs_delay must be >= 0, got {happy_eyeballs_delay}")
+def _checked_hooks(event_hooks: Mapping[str, Sequence[Hook]] | None) -> dict[str, list[Hook]]:
+    hooks: dict[str, list[Hook]] = {"request": [], "response": []}
+    for name, given in (event_hooks or {}).items():
+        if name not in hooks:
+            raise ValueError(f"unknown event hook {name!r}; use 'request' or 'response'")
+        hooks[name] = list(given)
+    return hooks
+
+
+def _join_fleet(
+    coordinator: Any,
+    required: bool,
+    local_caps: tuple[int | None, int | None],
+    breakers: DomainCircuitBreakerManager | None,
+) -> Any:
+    """The fleet backend for `coordinator=` (None without one). The
+    breaker settings go to the fleet so every worker trips at the same
+    counts."""
+    if coordinator is None or coordinator is False:
+        if required:
+            raise ValueError("coordinator_required=True needs coordinator=")
+        return None
+    from .shared._connect import connect_backend
+
+    fleet = connect_backend(coordinator, required=required, local_caps=local_caps)
+    if breakers is not None:
+        cfg = breakers.config
+        fleet.configure_breakers(
+            failure_threshold=cfg.failure_threshold,
+            recovery_timeout=cfg.recovery_timeout,
+            success_threshold=cfg.success_threshold,
+        )
+    return fleet

@@ -1,4 +1,5 @@
-"""Configuration values: timeouts. Immutable, validated when built."""
+"""Configuration values: timeouts, and the checks on the client's limits.
+Immutable, validated when built."""
 
 from __future__ import annotations
 
@@ -83,3 +84,28 @@ class Timeout:
 TimeoutTypes: TypeAlias = float | int | Timeout | None
 
 DEFAULT_TIMEOUT = Timeout(30.0)
+
+
+def check_limits(
+    max_connections: int | None,
+    per_host: int | None,
+    keepalive: int | None,
+    max_redirects: int,
+    max_response_size: int | None,
+    happy_eyeballs_delay: float,
+) -> None:
+    """Refuse a `Client` limit of the wrong type or out of range, naming it."""
+    for name, value in (
+        ("max_connections", max_connections),
+        ("max_connections_per_host", per_host),
+        ("max_keepalive_connections", keepalive),
+        ("max_response_size", max_response_size),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None, not {value!r}")
+        if value is not None and value < (0 if name == "max_keepalive_connections" else 1):
+            raise ValueError(f"{name} must be positive, got {value}")
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
+    if happy_eyeballs_delay < 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0, got {happy_eyeballs_delay}")
