@@ -433,13 +433,17 @@ class Client:
                 state = decision.next_state
                 await asyncio.sleep(decision.delay)
                 continue
-            decision = policy.decide(
-                state,
-                response.status_code,
-                body_replayable=request.stream.is_replayable,
-                retry_after=response.headers.get("retry-after"),
-            )
-            await emit(self.telemetry, decision.record, decision.outcome)
+            try:
+                decision = policy.decide(
+                    state,
+                    response.status_code,
+                    body_replayable=request.stream.is_replayable,
+                    retry_after=response.headers.get("retry-after"),
+                )
+                await emit(self.telemetry, decision.record, decision.outcome)
+            except BaseException:
+                await response.aclose()  # nobody else will: give its connection back
+                raise
             if not decision.retry or decision.next_state is None:
                 return response
             await response.aclose()
@@ -463,14 +467,21 @@ class Client:
         next_request = next(flow)
         while True:
             response = await self._attempt(next_request, read_body)
-            if getattr(auth, "requires_response_body", False):
-                await response.aread()
             try:
+                if getattr(auth, "requires_response_body", False):
+                    await response.aread()
                 next_request = flow.send(response)
             except StopIteration:
                 return response
-            await response.aread()
-            await response.aclose()
+            except BaseException:
+                # The flow gave up (a body it cannot send again, say) or the
+                # read failed: this response goes to nobody, so close it here.
+                await response.aclose()
+                raise
+            try:
+                await response.aread()  # read to the end: the connection stays usable
+            finally:
+                await response.aclose()
 
     async def _attempt(self, request: Request, read_body: bool = False) -> Response:
         """One network attempt; with `read_body` reading the body is part of it,

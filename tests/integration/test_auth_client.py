@@ -506,3 +506,54 @@ async def test_url_password_never_in_errors_reprs_or_logs(
             assert secret not in str(exc.request.url)
     assert secret not in caplog.text
     assert all(secret not in str(record.args) for record in caplog.records)
+
+
+# --- an auth flow that stops must give its connection back -----------------------
+
+
+class FailsAfterResponseAuth(Auth):
+    """A flow that raises on the first response (a token endpoint down, say)."""
+
+    requires_response = True
+
+    def auth_flow(self, request: Request) -> AuthFlow:
+        yield request
+        raise ValueError("no token for this response")
+
+
+async def _one_shot_body() -> AsyncIterator[bytes]:
+    yield b"sent once, cannot be sent again"
+
+
+async def test_stream_with_digest_and_one_shot_body_gives_its_connection_back(
+    loop_name: str, digest_server: DigestServer
+) -> None:
+    """Digest needs the request sent twice; a generator body cannot be. The
+    flow refuses with StreamConsumed, and the 401 it was answering must not
+    keep the only connection: the next request gets it at once."""
+    timeout = hyperhttp.Timeout(5.0, pool=1.0)
+    async with hyperhttp.Client(max_connections=1, timeout=timeout) as client:
+        with pytest.raises(hyperhttp.StreamConsumed):
+            async with client.stream("POST", f"{digest_server.url}/x", content=_one_shot_body(),
+                                     auth=DigestAuth(USER, PASSWORD)):
+                pytest.fail("the flow should have refused before any response was given out")
+        assert pool_is_idle(client)
+        again = await client.get(f"{digest_server.url}/x", auth=DigestAuth(USER, PASSWORD))
+        assert again.status_code == 200
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_failing_auth_flow_gives_its_connection_back(
+    loop_name: str, http_server: ServerHandle, streamed: bool
+) -> None:
+    timeout = hyperhttp.Timeout(5.0, pool=1.0)
+    url = f"{http_server.url}/echo"
+    async with hyperhttp.Client(max_connections=1, timeout=timeout) as client:
+        with pytest.raises(ValueError, match="no token"):
+            if streamed:
+                async with client.stream("GET", url, auth=FailsAfterResponseAuth()):
+                    pytest.fail("the flow raised: no response should be given out")
+            else:
+                await client.get(url, auth=FailsAfterResponseAuth())
+        assert pool_is_idle(client)
+        assert (await client.get(url)).status_code == 200

@@ -200,3 +200,33 @@ async def test_a_request_stopped_by_the_breaker_mid_retries_ends_with_fail(
     last = telemetry.records[-1]
     assert isinstance(last.exception, hyperhttp.CircuitBreakerOpen)
     assert last.category is ErrorCategory.CIRCUIT_OPEN
+
+
+async def test_cancelled_in_slow_telemetry_a_streamed_response_gives_its_connection_back(
+    loop_name: str,
+) -> None:
+    """A stream's response exists before telemetry hears of it; cancelled
+    while an async `record_attempt` waits, nobody holds that response, so
+    the client must close it rather than keep the connection."""
+    entered = asyncio.Event()
+
+    class Slow(ErrorTelemetry):
+        async def record_attempt(self, retry_state: AttemptRecord, outcome: Outcome) -> None:
+            entered.set()
+            await asyncio.sleep(30)
+
+    with FaultServer([Respond(200)]) as server:
+        timeout = hyperhttp.Timeout(5.0, pool=1.0)
+        async with client(telemetry=Slow(), max_connections=1, timeout=timeout) as c:
+
+            async def streamed() -> None:
+                async with c.stream("GET", server.url + "/"):
+                    pytest.fail("cancelled in telemetry: no response is given out")
+
+            task = asyncio.ensure_future(streamed())
+            await asyncio.wait_for(entered.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            stats = c.get_pool_stats()
+            assert all(entry.get("in_use", 0) == 0 for entry in stats.values()), stats
