@@ -149,7 +149,10 @@ Event: TypeAlias = Head | bytes | End | NeedData
 # --- grammar (field lines: see h1_fields) ----------------------------------
 _STATUS = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\n\x0b\x0c\r]*))?\r?\n")
 _ANY_STATUS = re.compile(r"HTTP/[0-9]\.[0-9] ")
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\x00\r\n]*)?[ \t]*")
+# Possessive extension: it takes trailing SP/HTAB too, so leaving them to
+# `[ \t]*` only made a line of spaces ending in a bad byte backtrack
+# quadratically (the same lines match either way).
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\x00\r\n]*+)?+[ \t]*")
 _PREFIX = b"HTTP/"
 
 # Parser states.
