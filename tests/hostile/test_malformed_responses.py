@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import hyperhttp
+from hyperhttp._backends.stream import MIN_BUFFER
 from tests.support.fixtures import RawServerFactory
 from tests.support.raw import RawServer, read_head
 
@@ -206,3 +207,38 @@ async def test_bytes_after_the_response_make_the_connection_unusable(
         second = await client.get(server.url + "/second")
         assert second.content == b"ok"
         assert server.accepted == 2
+
+
+async def test_bytes_still_in_the_kernel_after_a_response_are_not_the_next_answer(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """The same stray response, but no pause, and the real response exactly
+    fills the first receive buffer: the default loop reads once per turn, so
+    the stray bytes are still in the kernel when the response is complete and
+    the connection goes back to the pool. Reusing it would hand them to the
+    next request as its answer (they did, before the pool polled such a
+    socket)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %05d\r\n\r\n"
+    length = MIN_BUFFER - len(head % 0)
+    exact = head % length + b"a" * length
+    assert len(exact) == MIN_BUFFER
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = 0
+        while head_seen := await read_head(reader):
+            if answered == 0 and server.accepted == 1:
+                writer.write(exact + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+            else:
+                path = head_seen.split(b" ")[1]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+            answered += 1
+            await writer.drain()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        first = await client.get(server.url + "/first")
+        assert len(first.content) == length
+        second = await client.get(server.url + "/second")
+        third = await client.get(server.url + "/third")
+    assert (second.content, third.content) == (b"/second", b"/third")
+    assert server.accepted == 2
