@@ -192,8 +192,15 @@ class Client:
         # URLs are immutable: a string seen before maps to a shared object.
         target = shared_url(url) if type(url) is str else URL(url)
         if target.is_relative:
+            if target.host:
+                # "//host/path": joining it to base_url would either drop its
+                # host or let a path from elsewhere pick the server.
+                raise InvalidURL(
+                    f"URL {target.redacted()!r} names a host but no scheme; "
+                    "give a full URL (https://...) or a path"
+                )
             if self.base_url is None:
-                raise InvalidURL(f"relative URL {str(target)!r} needs a client base_url")
+                raise InvalidURL(f"relative URL {target.redacted()!r} needs a client base_url")
             base = self.base_url
             base_path = base.path if base.path.endswith("/") else base.path + "/"
             merged = base.copy_with(path=base_path + target.path.lstrip("/"), query=target.query)

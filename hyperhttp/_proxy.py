@@ -48,11 +48,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, TypeAlias
-from urllib.parse import quote
 
 from ._exceptions import InvalidURL, LocalProtocolError, ProxyError
 from ._noproxy import NoProxy, _ip_or_none, _unbracket
-from ._urls import URL
+from ._urls import URL, redacted_userinfo
 
 __all__ = [
     "ConnectResponse",
@@ -121,7 +120,8 @@ class Proxy:
         hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         object.__setattr__(self, "_url", URL(f"{scheme}://{hostport}"))
         object.__setattr__(self, "_auth_header", _basic_auth(parsed))
-        object.__setattr__(self, "_display", f"{scheme}://{_userinfo_display(parsed)}{hostport}")
+        shown = redacted_userinfo(parsed.username, parsed.password)
+        object.__setattr__(self, "_display", f"{scheme}://{shown}{hostport}")
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Proxy is immutable")
@@ -186,15 +186,7 @@ ProxiesArg: TypeAlias = (
 
 
 def _redact(url: URL) -> str:
-    return f"{url.scheme}://{_userinfo_display(url)}{url.netloc}"
-
-
-def _userinfo_display(url: URL) -> str:
-    if url.password:
-        return f"{quote(url.username or '', safe='')}:[secure]@"
-    if url.username:
-        return "[secure]@"  # a lone username is usually a token
-    return ""
+    return f"{url.scheme}://{redacted_userinfo(url.username, url.password)}{url.netloc}"
 
 
 def _basic_auth(url: URL) -> str | None:

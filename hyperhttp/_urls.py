@@ -94,6 +94,32 @@ _PARSED: dict[str, URL] = {}
 _PARSED_MAX = 1024
 
 
+def redacted_userinfo(username: str | None, password: str | None) -> str:
+    """The userinfo part (with its "@") as messages and reprs show it: a
+    password becomes `[secure]`, and so does a user name that comes without
+    one, as `https://TOKEN@host/` and `https://TOKEN:@host/` carry tokens."""
+    if password:
+        return quote(username or "", safe="") + ":[secure]@"
+    if username or password is not None:
+        return "[secure]@"
+    return ""
+
+
+def _split_failure(exc: ValueError) -> str:
+    """What urllib could not parse, without the text it quotes: a password
+    holding "/", "?" or "#" ends the authority early, and its rest is then
+    read, and quoted, as the port."""
+    text = str(exc)
+    if "Port" in text:
+        return (
+            "invalid port in URL; if the URL carries a password, percent-encode "
+            "any '/', '?', '#' or '@' in it"
+        )
+    if "IPv6" in text:
+        return "invalid IPv6 address in URL (unbalanced brackets)"
+    return "invalid URL: the part between '//' and the path cannot be parsed"
+
+
 def shared_url(url: str) -> URL:
     """The URL for `url`, possibly an object other callers hold too (URLs
     are immutable): no copy on the hot path."""
@@ -158,7 +184,7 @@ class URL:
             parts = urlsplit(stripped)
             port = parts.port
         except ValueError as exc:
-            raise InvalidURL(f"invalid URL: {exc}") from None
+            raise InvalidURL(_split_failure(exc)) from None
         self._scheme = parts.scheme.lower()
         self._username = unquote(parts.username) if parts.username is not None else None
         self._password = unquote(parts.password) if parts.password is not None else None
@@ -292,7 +318,8 @@ class URL:
         return self.copy_with(username=None, password=None)
 
     def redacted(self) -> str:
-        """The URL as text with any password replaced by `[secure]`."""
+        """The URL as text with any password replaced by `[secure]`, and a
+        user name given without a password too (it is then usually a token)."""
         return self._render(redact=True)
 
     def _render(self, *, redact: bool) -> str:
@@ -301,10 +328,12 @@ class URL:
             out.append(self._scheme + ":")
         if self._host or self._scheme in DEFAULT_PORTS:
             out.append("//")
-            if self._username is not None:
+            if redact:
+                out.append(redacted_userinfo(self._username, self._password))
+            elif self._username is not None:
                 out.append(quote(self._username, safe=""))
                 if self._password is not None:
-                    out.append(":" + ("[secure]" if redact else quote(self._password, safe="")))
+                    out.append(":" + quote(self._password, safe=""))
                 out.append("@")
             host = self._host
             if ":" in host and not host.startswith("["):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hyperhttp
 from hyperhttp._exceptions import InvalidURL, LocalProtocolError, ProxyError
 from hyperhttp._proxy import (
     NoProxy,
@@ -719,3 +720,15 @@ def test_connect_error_other_status_names_proxy_not_origin() -> None:
     assert "https://proxy.corp:443" in text and "502 Bad Gateway" in text
     assert "\r" not in text and "\x1b" not in text
     assert "api.example.com" not in text
+
+
+def test_a_proxy_password_misread_as_a_port_is_not_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = "http://bob:Pa55w0rd/x@proxy.corp:3128"
+    for make in (lambda: Proxy(bad), lambda: hyperhttp.Client(proxies=bad)):
+        with pytest.raises(hyperhttp.InvalidURL) as caught:
+            make()
+        assert "Pa55w0rd" not in str(caught.value)
+    monkeypatch.setenv("HTTPS_PROXY", bad)
+    with pytest.raises(hyperhttp.InvalidURL, match="HTTPS_PROXY") as caught:
+        hyperhttp.Client()
+    assert "Pa55w0rd" not in str(caught.value)

@@ -138,6 +138,44 @@ def test_password_is_redacted() -> None:
     assert "hunter2" not in repr(Request("GET", url))
 
 
+@pytest.mark.parametrize("url", ["https://ghp_T0KEN42@h/p", "https://ghp_T0KEN42:@h/p"])
+def test_a_user_name_without_a_password_is_redacted_too(url: str) -> None:
+    """`https://TOKEN@host/` is how tokens travel in URLs; shown like a password."""
+    parsed = URL(url)
+    assert parsed.redacted() == "https://[secure]@h/p"
+    assert "T0KEN42" not in repr(parsed)
+    assert "T0KEN42" not in repr(Request("GET", parsed))
+    assert "T0KEN42" not in repr(hyperhttp.Client(base_url=url, trust_env=False))
+    assert parsed.username is not None and "T0KEN42" in str(parsed)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bob:Pa55w0rd/x@proxy.corp:3128",  # "/" ends the authority early
+        "http://bob:Pa55w0rd?x@proxy.corp:3128",
+        "http://bob:Pa55w0rd#x@proxy.corp:3128",
+    ],
+)
+def test_a_password_misread_as_a_port_is_not_quoted(url: str) -> None:
+    """urllib takes what follows the last ':' of the cut-short authority for
+    the port and quotes it in its error: the password."""
+    with pytest.raises(hyperhttp.InvalidURL) as caught:
+        URL(url)
+    assert "Pa55w0rd" not in str(caught.value)
+    assert "invalid port" in str(caught.value)
+
+
+async def test_a_scheme_relative_url_is_refused_with_or_without_base_url() -> None:
+    """`//host/path` has a host: joined to base_url it would either lose it
+    or, resolved, let a path from elsewhere choose the server."""
+    for base in (None, "https://api.example.com"):
+        async with hyperhttp.Client(base_url=base, trust_env=False) as client:
+            with pytest.raises(hyperhttp.InvalidURL, match="names a host but no scheme") as caught:
+                await client.get("//alice:S3cretPW@other.example/x")
+        assert "S3cretPW" not in str(caught.value)
+
+
 def test_url_equality_and_hash() -> None:
     assert URL("http://H/a") == "http://h/a"
     assert hash(URL("http://h/a")) == hash(URL("http://h/a"))
