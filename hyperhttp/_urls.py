@@ -154,7 +154,8 @@ class URL:
                 self._parse(url)
                 if params or type(self) is not URL:
                     URL(url)  # caches a plain URL of its own
-                else:
+                elif self._username is None and self._password is None:
+                    # A URL with credentials is not kept process-wide.
                     if len(_PARSED) >= _PARSED_MAX:
                         _PARSED.pop(next(iter(_PARSED)))
                     _PARSED[url] = self

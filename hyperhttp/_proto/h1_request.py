@@ -1,13 +1,14 @@
 """The request side of HTTP/1.1, sans-I/O: request heads and chunked bodies.
 
 A client sends the same header fields with request after request (its
-defaults, a token, a cookie), to many targets. `field_block()` checks such
-a set of fields once, works out the framing they declare and serialises
-them once; each request then only adds its request line (checked once per
-distinct method and target) and, when the fields declare no framing, its
-Content-Length or Transfer-Encoding line. Both caches are bounded and
+defaults, an API version, a user agent), to many targets. `field_block()`
+checks such a set of fields once, works out the framing they declare and
+serialises them once; each request then only adds its request line
+(checked once per distinct method and target) and, when the fields declare
+no framing, its Content-Length or Transfer-Encoding line. Both caches are bounded and
 emptied when full, so one-off values (a request id per request) cost a
 miss each, not memory: a miss checks only the fields not seen before.
+Fields that carry credentials are never cached (see `_block_with_secrets`).
 
 Every check here runs before a connection is taken, so a refused request
 spends nothing and sends nothing.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Final, final
 
 from .._exceptions import LocalProtocolError
-from .h1_fields import _MAX_CL_DIGITS, _short
+from .h1_fields import _MAX_CL_DIGITS, _SECRET_NAMES, _short
 from .http11 import validate_fields, validate_request_line
 
 __all__ = [
@@ -101,11 +102,26 @@ def field_block(headers: list[_Field]) -> FieldBlock:
     key = tuple(headers)
     block = _BLOCKS.get(key)
     if block is None:
+        if any(lower in _SECRET_NAMES for _, lower, _ in headers):
+            return _block_with_secrets(headers)
         block = _new_block(headers)
         if len(_BLOCKS) >= _CACHE_MAX:
             _BLOCKS.clear()
         _BLOCKS[key] = block
     return block
+
+
+def _block_with_secrets(headers: list[_Field]) -> FieldBlock:
+    """A block for fields that carry credentials (Authorization, Cookie):
+    the caches are process-wide, so these fields are checked and serialised
+    for each request and go after the others, whose block is cached as
+    usual. Fields of different names may come in any order (RFC 9110 5.3);
+    those of one name keep theirs."""
+    secret = [field for field in headers if field[1] in _SECRET_NAMES]
+    validate_fields(secret)
+    base = field_block([field for field in headers if field[1] not in _SECRET_NAMES])
+    lines = "".join([f"{name}: {value}\r\n" for name, _, value in secret]).encode("latin-1")
+    return FieldBlock(base.lines + lines, base.declared, base.has_host)
 
 
 def _new_block(headers: list[_Field]) -> FieldBlock:

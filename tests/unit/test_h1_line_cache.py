@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from hyperhttp._exceptions import RemoteProtocolError
-from hyperhttp._proto import h1_fields
+from hyperhttp import _urls
+from hyperhttp._exceptions import LocalProtocolError, RemoteProtocolError
+from hyperhttp._proto import h1_fields, h1_request
 from hyperhttp._proto.h1 import End, Head, ResponseParser
+from hyperhttp._proto.h1_request import serialize_request_head
+from hyperhttp._urls import URL
 
 from .test_h1_parser import parse, refused
 
@@ -170,3 +173,31 @@ def test_a_set_cookie_is_kept_in_no_process_wide_cache() -> None:
         assert head_of(data).headers[0] == ("Set-Cookie", "set-cookie", "session=s3cr3t-value")
     cached = [*h1_fields._KNOWN_HEADS, *h1_fields._KNOWN_LINES, *h1_fields._KNOWN_FRAMING]
     assert not [text for text in cached if "s3cr3t" in text]
+
+
+def test_request_credentials_are_kept_in_no_process_wide_cache() -> None:
+    """The request side caches checked field blocks and parsed URLs for the
+    whole process: an Authorization or Cookie value, or a URL password, must
+    not stay there after the request (a gateway forwards many users' tokens)."""
+    fields = [
+        ("Host", "api.example", "api.example"),
+        ("Authorization", "authorization", "Bearer tok-s3cr3t"),
+        ("Accept", "accept", "*/*"),
+        ("Cookie", "cookie", "sid=ck-s3cr3t"),
+        ("Cookie", "cookie", "b=2"),
+    ]
+    for _ in range(2):
+        head = serialize_request_head("GET", "/", fields, body_length=0, host=None)
+        # Host first; credentials after the other fields, same-name order kept.
+        assert head == (
+            b"GET / HTTP/1.1\r\nHost: api.example\r\nAccept: */*\r\n"
+            b"Authorization: Bearer tok-s3cr3t\r\nCookie: sid=ck-s3cr3t\r\nCookie: b=2\r\n\r\n"
+        )
+    kept = [*h1_request._BLOCKS, *h1_request._VALID_FIELDS]
+    assert not [entry for entry in kept if "s3cr3t" in repr(entry)]
+    with pytest.raises(LocalProtocolError):
+        serialize_request_head("GET", "/", [("Cookie", "cookie", "a\r\nX: 1")],
+                               body_length=None, host="h")
+    for _ in range(2):
+        URL("https://alice:pw-s3cr3t@api.example/x")
+    assert not [text for text in _urls._PARSED if "s3cr3t" in text]
