@@ -137,23 +137,26 @@ class Stream:
         )
 
     async def wait(
-        self, loop: asyncio.AbstractEventLoop, timeout: float | None, *, reading: bool, peer: str
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None, *, reading: bool,
+        peer: str, limit: float | None = None,
     ) -> None:
         """Until an event wakes this stream. After `timeout` seconds:
         ReadTimeout, or WriteTimeout when not `reading` (waiting for the
-        server's flow-control credit)."""
+        server's flow-control credit). `limit`: the configured timeout to
+        name, when `timeout` is what is left of it."""
         fut = self.waiter = loop.create_future()
         try:
             await wait_for(loop, fut, timeout)
         except TimeoutError:
             assert timeout is not None
+            shown = timeout if limit is None else limit
             if reading:
                 raise ReadTimeout(
-                    f"no data from {peer} on stream {self.id} for {timeout:.3g}s (read timeout)"
+                    f"no data from {peer} on stream {self.id} for {shown:.3g}s (read timeout)"
                 ) from None
             raise WriteTimeout(
-                f"{peer} gave no flow-control credit for stream {self.id} in "
-                f"{timeout:.3g}s (write timeout)"
+                f"{peer} gave stream {self.id} no flow-control window to send in for "
+                f"{shown:.3g}s (write timeout)"
             ) from None
         finally:
             self.waiter = None

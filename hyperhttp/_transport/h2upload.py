@@ -2,7 +2,8 @@
 http2.py).
 
 The body goes out in DATA frames as the server's flow-control windows
-allow: a stream without send window waits (bounded by the write timeout)
+allow: a stream without send window (zero, or negative after the server
+lowered SETTINGS_INITIAL_WINDOW_SIZE) waits, bounded by the write timeout,
 until a WINDOW_UPDATE or SETTINGS change wakes it; after each piece the
 socket's write buffer is drained, streams writing at once sharing one drain.
 If the server answers before taking the whole body, sending stops there
@@ -41,6 +42,11 @@ async def _send_chunks(
 ) -> None:
     h2c = conn._h2
     sid = st.id
+    loop = conn._loop
+    # While the stream cannot send: when the write timeout runs out. Held
+    # across wake-ups that open no window (credit for other streams, or too
+    # little to lift a negative window), or they would restart it for ever.
+    deadline: float | None = None
     async for chunk in chunks:
         view = memoryview(chunk)
         while view:
@@ -53,13 +59,24 @@ async def _send_chunks(
             try:
                 window = h2c.local_flow_control_window(sid)
                 frame = h2c.max_outbound_frame_size
-                if not window:
+                # <= 0, not == 0: a server lowering SETTINGS_INITIAL_WINDOW_SIZE
+                # can leave the window negative (RFC 9113 6.9.2); still blocked.
+                if window <= 0:
+                    left = None
+                    if write_timeout is not None:
+                        now = loop.time()
+                        if deadline is None:
+                            deadline = now + write_timeout
+                        left = max(deadline - now, 0.0)
                     conn._blocked.add(st)
                     try:
-                        await st.wait(conn._loop, write_timeout, reading=False, peer=conn.peer)
+                        await st.wait(
+                            loop, left, reading=False, peer=conn.peer, limit=write_timeout
+                        )
                     finally:
                         conn._blocked.discard(st)
                     continue
+                deadline = None
                 size = min(window, len(view))
                 for offset in range(0, size, frame):
                     h2c.send_data(sid, view[offset : min(offset + frame, size)])
