@@ -96,6 +96,7 @@ class SocketStream(asyncio.BufferedProtocol):
         # Several writers (HTTP/2 streams) may wait for the buffer at once.
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
+        self._drain_on_data = False  # a drain(until_data=True) is waiting
         self._read_paused = False  # full of unread bytes: resumed as they are read
         # Set by a reader that files every read at once (HTTP/2): take at
         # most two reads per turn of the loop. uvloop (libuv) reads a socket
@@ -149,6 +150,8 @@ class SocketStream(asyncio.BufferedProtocol):
         _wake(self._read_waiter)
         if self.on_data is not None:
             self.on_data()
+        if self._drain_on_data:
+            self._wake_drainers()
         if self.one_read_per_turn:
             self._count_turn()
 
@@ -227,6 +230,8 @@ class SocketStream(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         self._eof = True
         _wake(self._read_waiter)
+        if self._drain_on_data:
+            self._wake_drainers()
         if self.on_data is not None:
             self.on_data()
         return False
@@ -388,22 +393,30 @@ class SocketStream(asyncio.BufferedProtocol):
             raise WriteError(f"connection to {self.peer} is closed; cannot send")
         self.transport.writelines(data)
 
-    async def drain(self, timeout: float | None) -> None:
-        """Wait until the transport's write buffer is below its high mark."""
+    async def drain(
+        self, timeout: float | None, *, until_data: bool = False, limit: float | None = None
+    ) -> None:
+        """Wait until the transport's write buffer is below its high mark.
+        `until_data`: return as well when bytes or EOF arrive (the caller
+        then checks `write_paused`). `limit`: the configured timeout to name,
+        when `timeout` is what is left of it."""
         if self._closed:
             raise WriteError(f"connection to {self.peer} was closed while sending")
         if not self._write_paused:
             return
         waiter = self._loop.create_future()
         self._drain_waiters.append(waiter)
+        self._drain_on_data = until_data
         handle = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
         try:
             await waiter
         except TimeoutError:
+            shown = timeout if limit is None else limit
             raise WriteTimeout(
-                f"{self.peer} accepted no data for {timeout:.3g}s (write timeout)"
+                f"{self.peer} accepted no data for {shown:.3g}s (write timeout)"
             ) from None
         finally:
+            self._drain_on_data = False
             if waiter in self._drain_waiters:
                 self._drain_waiters.remove(waiter)
             if handle is not None:

@@ -20,6 +20,7 @@ request after a connection was spent on it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -71,6 +72,12 @@ class HTTP11Connection:
         self._parser = ResponseParser(where=stream.peer)
         self._state = IDLE
         self._body_done = False
+        # The server answered before taking the whole request: the rest of
+        # it is unsent, so the connection cannot carry another one.
+        self._cut_short = False
+        # A 2xx that came while sending and lets the exchange go on: the
+        # rest of the request is still sent, then this is the answer.
+        self._early_head: Head | None = None
         self.idle_since = time.monotonic()
         self.requests_served = 0
         self.peer = stream.peer
@@ -118,14 +125,19 @@ class HTTP11Connection:
                 if not self._send_small(request):
                     await self._send_request(request, timeout)
                 elif self._stream.write_paused:
-                    await self._stream.drain(timeout.write)
+                    await self._drain(timeout.write)
+            except _AnsweredEarly as early:
+                self._cut_short = True
+                head = early.head
             except WriteError as exc:
                 # The server may have answered already (413, 401) and stopped
                 # reading: that answer is more use to the caller than ours.
                 head = await self._early_response(timeout.read, exc)
             else:
                 parser = self._parser
-                if parser.has_unparsed:
+                if self._early_head is not None:
+                    head, self._early_head = self._early_head, None
+                elif parser.has_unparsed:
                     head = await self._receive_head(timeout.read, reused)
                 else:
                     # Nothing to parse yet (the usual case: a connection is
@@ -206,7 +218,7 @@ class HTTP11Connection:
             stream.write(head)
             await self._send_body(request, length, timeout.write)
             return
-        await stream.drain(timeout.write)
+        await self._drain(timeout.write)
 
     async def _send_body(self, request: Request, length: int | None, write_timeout: float | None) -> None:
         stream = self._stream
@@ -223,14 +235,14 @@ class HTTP11Connection:
                     if sent > length:
                         self._check_length(sent, length)
                     stream.write(chunk)
-                await stream.drain(write_timeout)
+                await self._drain(write_timeout)
         finally:
             await close_body_iterator(chunks)
         if length is None:
             stream.write(CHUNKED_END)
         else:
             self._check_length(sent, length)
-        await stream.drain(write_timeout)
+        await self._drain(write_timeout)
 
     def _check_length(self, sent: int, length: int) -> None:
         if sent != length:
@@ -239,10 +251,41 @@ class HTTP11Connection:
                 f"than its Content-Length ({sent} bytes sent, {length} declared)"
             )
 
+    async def _drain(self, write_timeout: float | None) -> None:
+        """Until the transport takes more of the request. A final response
+        that comes meanwhile ends the sending (a server that answers 413 or
+        401 and stops reading; RFC 9112 9.5): `_AnsweredEarly`. A 1xx does
+        not. One write timeout covers the whole wait."""
+        stream = self._stream
+        if not stream.write_paused:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = None if write_timeout is None else loop.time() + write_timeout
+        parser = self._parser
+        while True:
+            left = None if deadline is None else max(deadline - loop.time(), 0.0)
+            # Watch for an answer until one came, or EOF (nothing more can).
+            watch = self._early_head is None and not stream.at_eof
+            await stream.drain(left, until_data=watch, limit=write_timeout)
+            if not stream.write_paused:
+                return
+            data = stream.read_nowait() if watch else b""
+            if data:
+                parser.feed(data)
+                event = parser.next_event()
+                if isinstance(event, Head):
+                    # Stop only when the server does not want the rest: an
+                    # error, or it closes. A 2xx that keeps the connection
+                    # may come from a server answering as it reads; the rest
+                    # of the request is sent, its body waits in the parser.
+                    if event.status >= 300 or not event.keep_alive:
+                        raise _AnsweredEarly(event)
+                    self._early_head = event
+
     async def _early_response(self, read_timeout: float | None, exc: WriteError) -> Head:
         """A response head the server sent before it stopped reading our
         body, or the write error when there is none."""
-        if not self._stream.has_buffered_data():
+        if not self._stream.has_buffered_data() and not self._parser.has_unparsed:
             raise exc
         try:
             return await self._receive_head(read_timeout, reused=False)
@@ -343,7 +386,10 @@ class HTTP11Connection:
         else close it; then give it back to the pool."""
         if self._state != ACTIVE:
             return
-        if self._body_done and self._parser.reusable and not self._stream.is_closed:
+        if (
+            self._body_done and self._parser.reusable and not self._cut_short
+            and not self._stream.is_closed
+        ):
             self._state = IDLE
             self.idle_since = time.monotonic()
             self._stream.shrink()
@@ -379,6 +425,14 @@ def _fields(request: Request) -> FieldBlock:
     if type(block) is FieldBlock:
         return block
     return field_block(request.headers.raw_items())
+
+
+class _AnsweredEarly(Exception):
+    """A final response head arrived while the request was being sent."""
+
+    def __init__(self, head: Head) -> None:
+        super().__init__()
+        self.head = head
 
 
 class _H1Body:
