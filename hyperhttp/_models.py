@@ -437,9 +437,11 @@ class Response:
         finally:
             await self.aclose()
 
+    def _where(self) -> str:
+        return self._request.url.host if self._request is not None else "the server"
+
     def _too_large_message(self, limit: int) -> str:
-        where = self._request.url.host if self._request is not None else "the server"
-        return f"response from {where} is larger than max_response_size ({limit} bytes)"
+        return f"response from {self._where()} is larger than max_response_size ({limit} bytes)"
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body, decoded from its Content-Encoding."""
@@ -452,25 +454,28 @@ class Response:
             async for chunk in self.aiter_raw():
                 yield chunk
             return
-        decoder = make_decoder(encoding)
-        limit = self.max_size
-        seen = 0
-        async for chunk in self.aiter_raw():
-            # Bounded output per call: a decompression bomb is stopped by
-            # max_size after at most one slice, never inflated whole.
-            out = decoder.decode(chunk, _DECODE_SLICE)
-            while True:
-                if out:
-                    if limit is not None:
-                        seen += len(out)
-                        if seen > limit:
-                            await self.aclose()
-                            raise ResponseTooLarge(self._too_large_message(limit))
-                    yield out
-                if decoder.needs_input:
-                    break
-                out = decoder.decode(b"", _DECODE_SLICE)
-        tail = decoder.flush()
+        try:
+            decoder = make_decoder(encoding)
+            limit = self.max_size
+            seen = 0
+            async for chunk in self.aiter_raw():
+                # Bounded output per call: a decompression bomb is stopped by
+                # max_size after at most one slice, never inflated whole.
+                out = decoder.decode(chunk, _DECODE_SLICE)
+                while True:
+                    if out:
+                        if limit is not None:
+                            seen += len(out)
+                            if seen > limit:
+                                await self.aclose()
+                                raise ResponseTooLarge(self._too_large_message(limit))
+                        yield out
+                    if decoder.needs_input:
+                        break
+                    out = decoder.decode(b"", _DECODE_SLICE)
+            tail = decoder.flush()
+        except DecodingError as exc:
+            raise DecodingError(f"response body from {self._where()}: {exc}") from None
         if tail:
             yield tail
 

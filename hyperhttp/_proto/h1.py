@@ -177,8 +177,8 @@ class ResponseParser:
     """
 
     __slots__ = (
-        "_buf", "_connect", "_eof", "_head", "_keep_alive", "_max", "_pos",
-        "_remaining", "_scan", "_state", "_where",
+        "_buf", "_connect", "_eof", "_head", "_interim", "_keep_alive", "_max",
+        "_pos", "_remaining", "_scan", "_state", "_where",
     )  # fmt: skip
 
     def __init__(self, *, max_head_size: int = MAX_HEAD_SIZE, where: str = "the server") -> None:
@@ -193,6 +193,7 @@ class ResponseParser:
         self._eof = False
         self._keep_alive = False
         self._remaining = 0
+        self._interim = 0  # 1xx heads of this response, for the EOF message
 
     # --- driving ------------------------------------------------------------
     def start(self, method: str) -> None:
@@ -205,6 +206,7 @@ class ResponseParser:
         self._head = method == "HEAD"
         self._connect = method == "CONNECT"
         self._keep_alive = False
+        self._interim = 0
         self._scan = self._pos
 
     def feed(self, data: bytes) -> None:
@@ -330,6 +332,11 @@ class ResponseParser:
         where = self._where
         if state == _HEAD:
             if self._pos >= len(self._buf):
+                if self._interim:
+                    raise RemoteProtocolError(
+                        f"{where} closed the connection after an interim (1xx) response, "
+                        "without the final one"
+                    )
                 raise RemoteProtocolError(
                     f"{where} closed the connection without sending a response"
                 )
@@ -443,6 +450,7 @@ class ResponseParser:
                 raise self._fail("101 Switching Protocols, but no protocol switch was asked for")
             if code < 100:
                 raise self._fail(f"invalid status code {code_text}")
+            self._interim += 1
             return None  # informational: checked, skipped
         _remember_head(text, (code, minor, reason, tuple(fields), length, chunked, connection))
         return self._finish_head(code, minor, reason, fields, length, chunked, connection)

@@ -9,6 +9,7 @@ same client can then talk to the very same origin (on a new connection).
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -242,3 +243,26 @@ async def test_bytes_still_in_the_kernel_after_a_response_are_not_the_next_answe
         third = await client.get(server.url + "/third")
     assert (second.content, third.content) == (b"/second", b"/third")
     assert server.accepted == 2
+
+
+async def test_errors_after_an_interim_answer_or_in_the_coding_say_what_and_where(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """A 100 Continue then close is not 'no response'; a broken gzip body
+    names the server it came from, as every other error does."""
+    interim = raw_server(BadThenGood(sends(b"HTTP/1.1 100 Continue\r\n\r\n")))
+    packed = gzip.compress(b"hello" * 100)[:-8]  # the trailer cut off
+    truncated = raw_server(BadThenGood(sends(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(packed), packed)
+    )))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
+            await client.get(interim.url + "/")
+        message = str(caught.value)
+        assert "after an interim (1xx) response" in message and "127.0.0.1" in message
+        with pytest.raises(hyperhttp.DecodingError) as decoding:
+            await client.get(truncated.url + "/")
+        assert str(decoding.value) == (
+            "response body from 127.0.0.1: gzip: compressed body is truncated"
+        )
