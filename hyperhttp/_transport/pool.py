@@ -5,29 +5,44 @@ Theory
 Every connection the pool knows of is in exactly one of these places:
 
     connecting   a slot reserved for a dial in progress (counts toward caps)
-    idle         an HTTP/1.1 connection with no request, in its origin's
-                 idle list, reusable
+    idle         no request on it: an HTTP/1.1 connection in its origin's
+                 idle list, or an HTTP/2 connection with no stream open or
+                 reserved (it stays in its origin's `mux` list, where a
+                 request takes a stream on it as on a busy one)
     in use       an HTTP/1.1 connection carrying one request, or an HTTP/2
-                 connection (which stays "in use" while open and carries up
-                 to its peer's MAX_CONCURRENT_STREAMS requests)
+                 connection with streams open or reserved (up to its peer's
+                 MAX_CONCURRENT_STREAMS)
+
+Every idle connection of every origin is also in `_idle`, longest idle
+first: it enters when its last request or stream ends (`_release`), and
+leaves when a request takes it (`_try_acquire`) or when it is forgotten.
+Only the pool reserves streams, so nothing else can make it busy.
 
 Caps: `max_connections` bounds connecting + idle + in use over all origins;
 `max_connections_per_host` bounds them per origin; `max_keepalive` bounds
-the idle list per origin (an excess connection is closed on release).
+the HTTP/1.1 idle list per origin (an excess connection is closed on
+release). Idle HTTP/2 connections are bounded by `keepalive_expiry` and
+rule 3 only, as docs/connections.md says: with `max_keepalive=0` an HTTP/2
+connection would otherwise be redialled for every request.
 
 Rules:
 1. Every change of this state is synchronous (no await between a test and
    the change it justifies), and every reservation is undone in a
    `finally`/`except BaseException`, so a cancellation at any await
-   strands nothing.
+   strands nothing. A connection is forgotten before it is closed: an
+   HTTP/2 connection reports its close to `_release` at once, which must
+   then find nothing to do (no walk of the waiters inside a walk).
 2. Waiters queue in one FIFO across all origins. Whenever the state
    changes, `_serve_waiters()` walks the queue in order and serves every
    waiter that can now be served; a newcomer goes through the same walk
    first, so it never overtakes an older waiter that could use the same
    resource.
 3. An idle connection of one origin never blocks a waiter for another:
-   when the global cap is reached, the oldest idle connection elsewhere is
-   closed to make room.
+   when the global cap is reached, the longest-idle connection (HTTP/1.1
+   or HTTP/2, the first in `_idle`, O(1)) is closed to make room. An
+   HTTP/2 connection's last stream ending goes through `_release`, which
+   walks the waiters, so a waiter blocked on the cap evicts it then; a
+   stream open or reserved keeps it from eviction.
 4. Liveness is checked only when an idle connection is taken; expiry is
    checked then and by a sweep at most once a second.
 5. A waiter that is handed a connection and cancelled before it resumes
@@ -146,6 +161,8 @@ class ConnectionPool:
         self._expiry = keepalive_expiry
         self._may_multiplex = may_multiplex
         self._hosts: dict[Origin, _Host] = {}
+        # Every idle connection, longest idle first (see Theory).
+        self._idle: dict[PoolConnection, _Host] = {}
         self._total = 0
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
@@ -220,8 +237,7 @@ class ConnectionPool:
         self._waiters.clear()
         for host in self._hosts.values():
             for conn in list(host.conns):
-                conn.close()
-                self._return_lease(conn)
+                self._discard(host, conn)
 
     # --- acquisition ----------------------------------------------------------
     async def _acquire(self, origin: Origin, timeout: Timeout) -> PoolConnection:
@@ -249,10 +265,12 @@ class ConnectionPool:
         for conn in host.mux:
             if conn.is_available():
                 conn.reserve_stream()
+                self._idle.pop(conn, None)
                 return conn
         idle = host.idle
         while idle:
             conn, _ = idle.popitem()  # the newest: warmest, least likely expired
+            self._idle.pop(conn, None)
             if conn.has_expired(time.monotonic(), self._expiry) or not conn.is_alive_when_taken():
                 self._discard(host, conn)
                 continue
@@ -272,18 +290,16 @@ class ConnectionPool:
 
     def _evict_idle(self) -> bool:
         """Close the longest-idle connection of any origin to free a slot."""
-        oldest: tuple[float, _Host, PoolConnection] | None = None
-        for host in self._hosts.values():
-            if host.idle:
-                conn = next(iter(host.idle))
-                since = getattr(conn, "idle_since", 0.0)
-                if oldest is None or since < oldest[0]:
-                    oldest = (since, host, conn)
-        if oldest is None:
-            return False
-        _, host, conn = oldest
-        self._discard(host, conn)
-        return True
+        idle = self._idle
+        while idle:
+            conn, host = next(iter(idle.items()))
+            if conn.is_idle() or conn.is_closed():
+                self._discard(host, conn)  # HTTP/2: GOAWAY, then the socket
+                return True
+            # Busy without the pool knowing would break the Theory: whatever
+            # the cause, never close streams in flight over it.
+            del idle[conn]
+        return False
 
     async def _wait(self, origin: Origin, pool_timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()
@@ -314,14 +330,13 @@ class ConnectionPool:
             )
 
     def _give_back(self, origin: Origin, got: Any) -> None:
-        host = self._hosts[origin]
         if got is _CONNECT:
-            self._unreserve(origin, host)
-        elif got.is_multiplexed:
+            self._unreserve(origin, self._hosts[origin])
+            self._serve_waiters()
+            return
+        if got.is_multiplexed:
             got.unreserve_stream()
-        else:
-            self._release(got)
-        self._serve_waiters()
+        self._release(got)  # files it as idle if that was its last stream
 
     def _unreserve(self, origin: Origin, host: _Host) -> None:
         host.connecting -= 1
@@ -379,14 +394,20 @@ class ConnectionPool:
             return
         if conn.is_closed():
             self._forget(host, conn)
-        elif (self._shed_owed and self._pay_shed_debt(host, conn)) or conn.is_multiplexed:
-            pass  # closed for the fleet, or an HTTP/2 connection that stays open
+        elif self._shed_owed and self._pay_shed_debt(host, conn):
+            pass  # closed for the fleet
+        elif conn.is_multiplexed:
+            # Stays open; idle once its last stream ended (kept in place if
+            # it already was: a repeated report does not make it younger).
+            if conn.is_idle():
+                self._idle.setdefault(conn, host)
         elif self._closed or (
             self._max_keepalive is not None and len(host.idle) >= self._max_keepalive
         ):
             self._discard(host, conn)
         elif conn.is_idle() and conn not in host.idle:
             host.idle[conn] = None
+            self._idle[conn] = host
         now = time.monotonic()
         if now - self._last_sweep >= 1.0:
             self._sweep(now)
@@ -394,8 +415,8 @@ class ConnectionPool:
             self._serve_waiters()
 
     def _discard(self, host: _Host, conn: PoolConnection) -> None:
+        self._forget(host, conn)  # first: see rule 1
         conn.close()
-        self._forget(host, conn)
 
     def _forget(self, host: _Host, conn: PoolConnection) -> None:
         if conn in host.conns:
@@ -403,6 +424,7 @@ class ConnectionPool:
             self._total -= 1
             self._return_lease(conn)
         host.idle.pop(conn, None)
+        self._idle.pop(conn, None)
         if conn in host.mux:
             host.mux.remove(conn)
 
