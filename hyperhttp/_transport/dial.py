@@ -235,19 +235,37 @@ async def _wrap_socket(
     target: str,
 ) -> tuple[asyncio.Transport, P]:
     started = loop.time()
+    made: list[P] = []
+
+    def factory() -> P:
+        protocol = protocol_factory()
+        made.append(protocol)
+        return protocol
+
     try:
         if ssl_context is None:
-            return await loop.create_connection(protocol_factory, sock=sock)
+            return await loop.create_connection(factory, sock=sock)
         return await loop.create_connection(
-            protocol_factory,
+            factory,
             sock=sock,
             ssl=ssl_context,
             server_hostname=server_hostname,
             ssl_handshake_timeout=handshake_timeout,
         )
+    except (ValueError, TypeError):
+        sock.close()  # refused before the loop took the socket
+        raise
     except BaseException as exc:
-        # Safe even if a transport took the socket: both loops make a second close a no-op.
-        sock.close()
+        # The loop's transport has the socket and closes it itself. Never
+        # close it here: cancelled once the TLS handshake is done, asyncio
+        # starts a graceful TLS shutdown that keeps the socket registered
+        # (up to 30 s), and its fd, freed under it, went to the next socket
+        # ("File descriptor N is used by transport", or worse, one
+        # connection polled by two transports). Abort what connected instead.
+        for protocol in made:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abort()
         if not isinstance(exc, OSError):
             raise
         if ssl_context is None:

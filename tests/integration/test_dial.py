@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -26,6 +27,8 @@ import pytest
 from hyperhttp._exceptions import ConnectError, ConnectTimeout, DNSError
 from hyperhttp._transport.dial import connect_happy_eyeballs, open_connection
 from hyperhttp._transport.dns import Address, DNSCache
+from tests.support.certs import TestCerts
+from tests.support.fixtures import RawServerFactory
 
 V4 = int(socket.AF_INET)
 V6 = int(socket.AF_INET6)
@@ -296,6 +299,49 @@ async def test_cancellation_during_tls_handshake_closes_socket(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await settle()
+    assert open_fds() <= before
+
+
+async def test_cancelled_after_the_tls_handshake_the_socket_stays_its_transports(
+    loop_name: str, raw_server: RawServerFactory, certs: TestCerts
+) -> None:
+    """Cancelled when the handshake is done but before the dial returns,
+    asyncio starts a graceful TLS shutdown: that transport still has the
+    socket. Closing the socket under it freed its fd for the next socket,
+    and the next dial failed with "File descriptor N is used by transport"
+    (or one fd was polled by two transports). The dial now aborts what it
+    made and leaves closing the socket to it."""
+
+    async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = raw_server(idle, tls=True)
+    ctx = ssl.create_default_context(cafile=str(certs.ca_pem_path))
+    dialing: list[asyncio.Task[Any]] = []
+
+    class CancelsItsDial(Sink):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            dialing[0].cancel()  # handshake done; the dial has not returned
+
+    # A first dial: what the loop opens once (uvloop keeps a spare fd) is
+    # then open before the count starts.
+    transport, protocol = await dial("localhost", server.port, DNSCache(), ssl_context=ctx)
+    await close(transport, protocol)
+    before = open_fds()
+    for _ in range(3):
+        task = asyncio.create_task(open_connection(
+            "localhost", server.port, CancelsItsDial, dns=DNSCache(), ssl_context=ctx,
+            connect_timeout=5.0,
+        ))
+        dialing[:] = [task]
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The next dials get fresh fds; none collides with a transport still open.
+    for _ in range(3):
+        transport, protocol = await dial("localhost", server.port, DNSCache(), ssl_context=ctx)
+        await close(transport, protocol)
     await settle()
     assert open_fds() <= before
 
