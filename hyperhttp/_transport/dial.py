@@ -252,10 +252,12 @@ async def _wrap_socket(
             server_hostname=server_hostname,
             ssl_handshake_timeout=handshake_timeout,
         )
-    except (ValueError, TypeError):
-        sock.close()  # refused before the loop took the socket
-        raise
     except BaseException as exc:
+        if isinstance(exc, ValueError | TypeError) and not isinstance(exc, OSError):
+            # Refused before the loop took the socket (a certificate error
+            # is an OSError and a ValueError: the handshake had it).
+            sock.close()
+            raise
         # The loop's transport has the socket and closes it itself. Never
         # close it here: cancelled once the TLS handshake is done, asyncio
         # starts a graceful TLS shutdown that keeps the socket registered
