@@ -51,10 +51,31 @@ Hook = Callable[[Any], Any]
 
 
 async def _run_hooks(hooks: list[Hook], subject: Any) -> None:
-    for hook in list(hooks):
-        result = hook(subject)
-        if inspect.isawaitable(result):
-            await result
+    """Run event hooks in order; what one raises goes to the caller as
+    `_HookError`, so that neither the retry policy nor the breaker takes it
+    for the host's failure (a hook may well raise ConnectError of its own)."""
+    try:
+        for hook in list(hooks):
+            result = hook(subject)
+            if inspect.isawaitable(result):
+                await result
+    except Exception as exc:
+        raise _HookError(exc) from None
+
+
+class _HookError(Exception):
+    """Carries an event hook's exception from the attempt to `send()`, which
+    raises the hook's own exception: a hook that fails ends the request
+    (never retried, never counted against the host)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+# The outcome a breaker gets for an attempt a request hook stopped before it
+# went out: not an exception or status, so neither success nor failure.
+_NOT_SENT = object()
 
 
 class Client:
@@ -265,10 +286,14 @@ class Client:
         if self._closed or not self._is_plain(request):
             return await self.send(request, stream=False)
         # What send() does for a plain request, without its coroutine layer.
-        response = await self._attempt(request, True)
-        if self.follow_redirects and response.is_redirect:
-            return await self._follow_from(request, response, True)
-        return response
+        try:
+            response = await self._attempt(request, True)
+            if self.follow_redirects and response.is_redirect:
+                return await self._follow_from(request, response, True)
+            return response
+        except _HookError as hooked:
+            error = hooked.error
+        raise error  # as send() does
 
     @asynccontextmanager
     async def stream(self, method: str, url: str | URL, **kwargs: Any) -> AsyncIterator[Response]:
@@ -315,33 +340,39 @@ class Client:
     ) -> Response:
         if self._closed:
             raise PoolClosed("the client has been closed; create a new Client", request=request)
-        if (
-            auth is _UNSET and follow_redirects is _UNSET and retry is _UNSET
-            and self._is_plain(request)
-        ):
-            # No auth, retries or telemetry: one attempt, and the redirect
-            # loop only for a redirect.
-            response = await self._attempt(request, not stream)
-            if self.follow_redirects and response.is_redirect:
-                return await self._follow_from(request, response, not stream)
+        try:
+            if (
+                auth is _UNSET and follow_redirects is _UNSET and retry is _UNSET
+                and self._is_plain(request)
+            ):
+                # No auth, retries or telemetry: one attempt, and the redirect
+                # loop only for a redirect.
+                response = await self._attempt(request, not stream)
+                if self.follow_redirects and response.is_redirect:
+                    return await self._follow_from(request, response, not stream)
+                return response
+            auth_obj = self.auth if auth is _UNSET else build_auth(auth)
+            follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
+            policy = self._policy(retry)
+            if request.url.username is not None or request.url.password is not None:
+                if auth is _UNSET and self.auth is None:
+                    auth_obj = BasicAuth(request.url.username or "", request.url.password or "")
+                request.url = request.url.without_credentials()
+            response = await self._send_handling_redirects(
+                request, auth_obj, follow, policy, read_body=not stream
+            )
+            if not stream and response._content is None:
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
             return response
-        auth_obj = self.auth if auth is _UNSET else build_auth(auth)
-        follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
-        policy = self._policy(retry)
-        if request.url.username is not None or request.url.password is not None:
-            if auth is _UNSET and self.auth is None:
-                auth_obj = BasicAuth(request.url.username or "", request.url.password or "")
-            request.url = request.url.without_credentials()
-        response = await self._send_handling_redirects(
-            request, auth_obj, follow, policy, read_body=not stream
-        )
-        if not stream and response._content is None:
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
-        return response
+        except _HookError as hooked:
+            error = hooked.error
+        # Raised here, outside the handler: the hook's exception as it was
+        # (its traceback and cause), not chained to the carrier.
+        raise error
 
     def _is_plain(self, request: Request) -> bool:
         """True when sending `request` needs no auth flow, retry policy or
@@ -440,6 +471,14 @@ class Client:
                 state = decision.next_state
                 await asyncio.sleep(decision.delay)
                 continue
+            except Exception as exc:
+                # Not a failure of the exchange (a hook's or an auth flow's
+                # own exception): never retried, reported once as the end.
+                error = exc.error if isinstance(exc, _HookError) else exc
+                decision = policy.decide(state, error, body_replayable=False)
+                record = dataclasses.replace(decision.record, outcome="fail", delay=None)
+                await emit(self.telemetry, record, "fail")
+                raise
             try:
                 decision = policy.decide(
                     state,
@@ -512,7 +551,7 @@ class Client:
             response._started = started
         except BaseException as exc:
             if gate is not None:
-                gate(exc)
+                gate(_NOT_SENT if isinstance(exc, _HookError) else exc)
             raise
         response._request = request
         response.max_size = self.max_response_size
@@ -527,7 +566,8 @@ class Client:
         except BaseException as exc:
             await response.aclose()
             if gate is not None:
-                gate(exc)
+                # A response hook's verdict is the caller's: the host answered.
+                gate(response.status_code if isinstance(exc, _HookError) else exc)
             raise
         if gate is not None:
             gate(response.status_code)

@@ -512,3 +512,82 @@ async def test_hook_exception_during_digest_round_trip(
         assert pool_is_idle(client)
         client.event_hooks["request"].clear()
         assert (await client.get(digest_server.url + "/x")).status_code == 200
+
+
+# --- a hook's exception is the caller's, not the host's --------------------------
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    from tests.support.faults import refusing_port
+
+    with refusing_port() as port:
+        yield port
+
+
+async def test_a_hooks_own_network_error_is_not_retried_and_keeps_its_identity(
+    loop_name: str, refused_port: int
+) -> None:
+    """A response hook that calls a sidecar of its own and gets ConnectError:
+    that is not the request's failure. Taken for one, the POST the server had
+    already answered went out again (ConnectError looks 'never sent')."""
+    from tests.support.faults import OK, FaultServer, RecordingTelemetry, quick_policy
+
+    async def audit(response: Response) -> None:
+        async with hyperhttp.Client(trust_env=False) as sidecar:
+            await sidecar.get(f"http://127.0.0.1:{refused_port}/audit")
+
+    telemetry = RecordingTelemetry()
+    with FaultServer([OK]) as server:
+        async with hyperhttp.Client(
+            trust_env=False, retry=quick_policy(3, retry_non_idempotent=True),
+            telemetry=telemetry, event_hooks={"response": [audit]},
+        ) as client:
+            with pytest.raises(hyperhttp.ConnectError) as caught:
+                await client.post(server.url + "/orders", content=b"one order")
+            assert str(refused_port) in str(caught.value)
+            assert server.attempts == 1
+            assert pool_is_idle(client)
+    assert telemetry.outcomes == ["fail"]
+    assert telemetry.records[0].exception is caught.value
+
+
+async def test_raise_for_status_as_a_hook_is_not_a_retry_trigger(loop_name: str) -> None:
+    from tests.support.faults import FaultServer, Respond, quick_policy
+
+    with FaultServer([Respond(503)]) as server:
+        async with hyperhttp.Client(
+            trust_env=False, retry=quick_policy(3),
+            event_hooks={"response": [Response.raise_for_status]},
+        ) as client:
+            with pytest.raises(hyperhttp.HTTPStatusError):
+                await client.get(server.url + "/")
+            assert server.attempts == 1
+
+
+@pytest.mark.parametrize("where", ["request", "response"])
+async def test_a_failing_hook_does_not_count_against_the_host(
+    loop_name: str, refused_port: int, where: str
+) -> None:
+    """A signing hook whose token endpoint is down raised ConnectError: the
+    API's breaker opened though the API was never contacted, and later
+    calls got CircuitBreakerOpen instead of the hook's error."""
+    from hyperhttp.errors.circuit_breaker import DomainCircuitBreakerManager
+    from tests.support.faults import OK, FaultServer
+
+    async def needs_token(subject: Any) -> None:
+        async with hyperhttp.Client(trust_env=False) as tokens:
+            await tokens.get(f"http://127.0.0.1:{refused_port}/token")
+
+    breakers = DomainCircuitBreakerManager(failure_threshold=1, recovery_timeout=60.0)
+    with FaultServer([OK]) as server:
+        async with hyperhttp.Client(
+            trust_env=False, circuit_breaker_manager=breakers,
+            event_hooks={where: [needs_token]},
+        ) as client:
+            for _ in range(3):
+                with pytest.raises(hyperhttp.ConnectError):
+                    await client.get(server.url + "/")
+            key = breakers.key_for(server.host, server.port)
+            assert breakers.state(key) == "closed"
+            assert server.attempts == (0 if where == "request" else 3)
