@@ -141,7 +141,7 @@ class Client:
         self.circuit_breaker_manager = circuit_breaker_manager
         self.telemetry = telemetry
         self.max_response_size = max_response_size
-        self.event_hooks = _checked_hooks(event_hooks)
+        self._hooks = _checked_hooks(event_hooks)
         self._fleet: Any = _join_fleet(
             coordinator, coordinator_required,
             (max_connections, max_connections_per_host), circuit_breaker_manager,
@@ -188,6 +188,17 @@ class Client:
     @property
     def is_closed(self) -> bool:
         return self._closed
+
+    @property
+    def event_hooks(self) -> dict[str, list[Hook]]:
+        """The hooks, {"request": [...], "response": [...]}: a live dict of
+        lists, read on every attempt. Assigning a new mapping checks it and
+        fills in a missing kind with no hooks."""
+        return self._hooks
+
+    @event_hooks.setter
+    def event_hooks(self, hooks: Mapping[str, Sequence[Hook]] | None) -> None:
+        self._hooks = _checked_hooks(hooks)
 
     def get_pool_stats(self) -> dict[str, dict[str, int]]:
         """Per origin ("host:port"): idle, in_use and total connections
@@ -537,7 +548,7 @@ class Client:
         if breaker is not None:
             url = request.url
             gate = await self._breaker_gate(breaker, breaker.key_for(url.host, url.port or 0))
-        hooks = self.event_hooks
+        hooks = self._hooks
         try:
             if hooks["request"]:
                 await _run_hooks(hooks["request"], request)

@@ -52,8 +52,8 @@ class Timeout:
             if value is not None:
                 if not isinstance(value, int | float) or isinstance(value, bool):
                     raise TypeError(f"timeout values must be numbers or None, not {value!r}")
-                if value < 0:
-                    raise ValueError(f"timeouts cannot be negative: {value!r}")
+                if not value >= 0:  # NaN too: it compares false with anything
+                    raise ValueError(f"timeouts must be numbers >= 0, not {value!r}")
                 value = float(value)
             values.append(value)
         for name, value in zip(("connect", "read", "write", "pool"), values, strict=True):
@@ -107,5 +107,5 @@ def check_limits(
             raise ValueError(f"{name} must be positive, got {value}")
     if max_redirects < 0:
         raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
-    if happy_eyeballs_delay < 0:
+    if not happy_eyeballs_delay >= 0:  # NaN fails this too
         raise ValueError(f"happy_eyeballs_delay must be >= 0, got {happy_eyeballs_delay}")

@@ -46,7 +46,6 @@ Rules `decide` applies, in order:
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -125,8 +124,9 @@ def parse_retry_after(
     the three RFC 9110 forms; `now` is the current wall-clock time in epoch
     seconds, or a clock returning it, read only for the date form (default
     `time.time`). A date in
-    the past gives 0.0. Returns None for a missing, negative or unparsable
-    value, which the caller then ignores.
+    the past gives 0.0, and delay-seconds too long for a float give
+    infinity. Returns None for a missing, negative or unparsable value,
+    which the caller then ignores.
     """
     if value is None:
         return None
@@ -139,8 +139,9 @@ def parse_retry_after(
     if not text:
         return None
     if _DELAY_SECONDS.fullmatch(text):
-        seconds = float(text)
-        return seconds if math.isfinite(seconds) else None
+        # Digits too many for a float are still a valid, very long delay:
+        # infinity, which the policy caps at max_backoff like any other.
+        return float(text)
     if now is None:
         current = time.time()
     elif callable(now):

@@ -99,6 +99,8 @@ def run(
         ("nan", None),
         (b"\xff", None),
         ("Mon, 32 Nov 1994 08:49:37 GMT", None),
+        # Valid delay-seconds, beyond a float.
+        pytest.param("9" * 400, float("inf"), id="400-digits"),
     ],
 )
 def test_parse_retry_after_values(value: str | bytes | None, expected: float | None) -> None:
@@ -410,9 +412,12 @@ def test_retry_after_date_uses_the_wall_clock() -> None:
     assert decision.delay == pytest.approx(12.0)
 
 
-def test_retry_after_is_capped_by_max_backoff() -> None:
+@pytest.mark.parametrize("value", ["3600", "9" * 20, "9" * 400], ids=["3600", "20-digits", "400-digits"])
+def test_retry_after_is_capped_by_max_backoff(value: str) -> None:
+    # 400 digits overflow a float: still "wait very long", capped, never the
+    # short backoff (they were taken for garbage before).
     pol = policy(backoff_strategy=ExponentialBackoff(max_backoff=5.0, jitter=False))
-    [decision, *_] = run(pol, [503, 200], retry_after="3600")
+    [decision, *_] = run(pol, [503, 200], retry_after=value)
     assert decision.delay == 5.0
 
 

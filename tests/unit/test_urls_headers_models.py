@@ -269,11 +269,34 @@ def test_timeout_validation_and_immutability() -> None:
         Timeout()
     with pytest.raises(ValueError):
         Timeout(-1)
+    # NaN passes a "< 0" test; a request with it timed out at once ("nans").
+    with pytest.raises(ValueError, match="nan"):
+        Timeout(float("nan"))
+    with pytest.raises(ValueError, match="nan"):
+        Timeout(5.0, read=float("nan"))
+    with pytest.raises(ValueError, match="happy_eyeballs_delay"):
+        hyperhttp.Client(happy_eyeballs_delay=float("nan"))
     with pytest.raises(TypeError):
         Timeout("5")
     t = Timeout(1)
     with pytest.raises(AttributeError):
         t.read = 2
+
+
+def test_assigning_event_hooks_checks_and_completes_them() -> None:
+    """`client.event_hooks = {...}` (as httpx allows) left out "response" and
+    every request then failed with a bare KeyError, after it was sent."""
+    client = hyperhttp.Client(trust_env=False)
+
+    def hook(request: Request) -> None:
+        pass
+
+    client.event_hooks = {"request": [hook]}
+    assert client.event_hooks == {"request": [hook], "response": []}
+    client.event_hooks["response"].append(hook)  # still a live dict of lists
+    assert client.event_hooks["response"] == [hook]
+    with pytest.raises(ValueError, match="unknown event hook 'reponse'"):
+        client.event_hooks = {"reponse": [hook]}
 
 
 # --- Request -----------------------------------------------------------------------------
