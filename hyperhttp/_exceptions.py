@@ -16,7 +16,8 @@ ssl, h11, h2, msgspec) are translated into them at one boundary each.
     │   │   └── WriteError
     │   ├── ProtocolError
     │   │   ├── RemoteProtocolError
-    │   │   │   └── StreamReset          (HTTP/2 RST_STREAM on one stream)
+    │   │   │   ├── StreamReset          (HTTP/2 RST_STREAM on one stream)
+    │   │   │   └── RequestNotProcessed  (HTTP/2: the server said it did not act)
     │   │   └── LocalProtocolError
     │   ├── ProxyError
     │   └── TLSError
@@ -123,6 +124,14 @@ class StreamReset(RemoteProtocolError):
     ) -> None:
         super().__init__(message, request=request)
         self.error_code = error_code
+
+
+class RequestNotProcessed(RemoteProtocolError):
+    """The server said it did not process the request: an HTTP/2 stream it
+    refused (REFUSED_STREAM) or one above its GOAWAY's last stream id. The
+    pool sends such a request again by itself a few times; this reaches the
+    caller when that ran out or the body could not be sent again. Safe to
+    retry whatever the method (the retry policy does)."""
 
 
 class LocalProtocolError(ProtocolError):

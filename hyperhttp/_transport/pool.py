@@ -202,8 +202,11 @@ class ConnectionPool:
             except RequestNotProcessed as exc:
                 last = exc
                 if not request.stream.is_replayable:
-                    raise RemoteProtocolError(str(exc)) from None
-        raise RemoteProtocolError(f"{last} (gave up after {MAX_NOT_PROCESSED_RETRIES} retries)")
+                    raise  # still 'not processed': the caller may send it anew
+        # Still never processed: the retry policy may resend it, any method.
+        raise RequestNotProcessed(
+            f"{last} (gave up after {MAX_NOT_PROCESSED_RETRIES} retries)"
+        ) from None
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

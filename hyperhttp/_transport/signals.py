@@ -1,13 +1,17 @@
-"""Internal signals from a connection to the pool: the request was not
-processed by the server and may go out again on another connection.
+"""Signals from a connection to the pool: the request may go out again on
+another connection.
 
-They never reach a caller: the pool retries, or converts them to a public
-exception when it may not retry.
+`StaleConnection` never reaches a caller: the pool retries once, or
+converts it to a RemoteProtocolError. `RequestNotProcessed` is public
+(hyperhttp._exceptions); the pool resends it a few times and then lets it
+through, still saying that the server did not act on the request.
 """
 
 from __future__ import annotations
 
-from .._exceptions import RemoteProtocolError
+from .._exceptions import RemoteProtocolError, RequestNotProcessed
+
+__all__ = ["RequestNotProcessed", "StaleConnection"]
 
 
 class StaleConnection(RemoteProtocolError):
@@ -16,6 +20,3 @@ class StaleConnection(RemoteProtocolError):
     fresh connection when the method is idempotent and the body replayable."""
 
 
-class RequestNotProcessed(RemoteProtocolError):
-    """The server said it did not process the request (HTTP/2 GOAWAY with a
-    higher last-stream-id, or REFUSED_STREAM). Always safe to send again."""

@@ -28,6 +28,7 @@ retries connect timeouts but not refusals.
     RemoteProtocolError               TRANSIENT   peer closed early / stale keep-alive
     StreamReset                       by HTTP/2 error code, see `_RESET_CATEGORIES`
                                       (REFUSED_STREAM and CANCEL are TRANSIENT)
+    RequestNotProcessed               TRANSIENT   refused stream / above GOAWAY: never sent
     TLSError                          TLS         certificate/ALPN: retrying will not help
     DecodingError                     PROTOCOL    the server sent a body we cannot decode
     LocalProtocolError, InvalidURL,   CLIENT      our request or our local state is at fault
@@ -74,6 +75,7 @@ from .._exceptions import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    RequestNotProcessed,
     ResponseTooLarge,
     RetryError,
     StreamConsumed,
@@ -155,6 +157,7 @@ CATEGORY_BY_CLASS: dict[type[BaseException], ErrorCategory] = {
     WriteError: ErrorCategory.TRANSIENT,
     ProtocolError: ErrorCategory.CLIENT,
     RemoteProtocolError: ErrorCategory.TRANSIENT,
+    RequestNotProcessed: ErrorCategory.TRANSIENT,
     StreamReset: _UNKNOWN_RESET_CATEGORY,
     LocalProtocolError: ErrorCategory.CLIENT,
     ProxyError: ErrorCategory.CONNECTION,
@@ -184,6 +187,7 @@ _NEVER_SENT: tuple[type[BaseException], ...] = (
     InvalidURL,
     PoolClosed,
     CircuitBreakerOpen,
+    RequestNotProcessed,  # the server said so (REFUSED_STREAM, GOAWAY)
 )
 
 

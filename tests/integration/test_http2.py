@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import hyperhttp
 from hyperhttp._backends.stream import SocketStream
 from hyperhttp._config import Timeout
 from hyperhttp._exceptions import (
@@ -30,7 +31,7 @@ from hyperhttp._tls import create_ssl_context
 from hyperhttp._transport.dial import negotiated_alpn, open_connection
 from hyperhttp._transport.dns import DNSCache
 from hyperhttp._transport.http2 import HTTP2Connection
-from hyperhttp._transport.pool import ConnectionPool, Origin
+from hyperhttp._transport.pool import MAX_NOT_PROCESSED_RETRIES, ConnectionPool, Origin
 from tests.support.app import pattern_bytes as app_pattern
 from tests.support.certs import TestCerts
 from tests.support.h2server import H2Server, H2ServerConfig, pattern_bytes
@@ -355,6 +356,31 @@ async def test_refused_stream_is_sent_again(certs: TestCerts, h2server: H2Server
     assert stats.refused == [(1, 1)]
     assert [sid for _, sid, _ in stats.streams] == [1, 3]
     assert stats.connections == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_refused_past_the_pools_resends_is_still_never_sent(
+    certs: TestCerts, h2server: H2ServerFactory, method: str
+) -> None:
+    """The pool resends a refused stream a few times by itself. When that
+    runs out, the error must still say 'never processed': the retry policy
+    then sends even a POST again, as docs/resilience.md promises (it got a
+    plain RemoteProtocolError and refused the POST as non-idempotent)."""
+    from hyperhttp.errors.classify import was_never_sent
+    from tests.support.faults import quick_policy
+
+    server = h2server(refuse_first=MAX_NOT_PROCESSED_RETRIES + 1)
+    async with hyperhttp.Client(ssl_context=certs.client_ssl_context(), trust_env=False) as client:
+        with pytest.raises(hyperhttp.RequestNotProcessed, match="REFUSED_STREAM") as caught:
+            await client.request(method, f"{server.url}/echo", content=b"payload")
+        assert was_never_sent(caught.value)
+    server = h2server(refuse_first=MAX_NOT_PROCESSED_RETRIES + 1)
+    async with hyperhttp.Client(
+        ssl_context=certs.client_ssl_context(), trust_env=False, retry=quick_policy(1)
+    ) as client:
+        response = await client.request(method, f"{server.url}/echo", content=b"payload")
+    assert response.status_code == 200
+    assert len(server.snapshot().refused) == MAX_NOT_PROCESSED_RETRIES + 1
 
 
 async def test_reset_fails_only_its_stream(certs: TestCerts, h2server: H2ServerFactory) -> None:

@@ -78,7 +78,8 @@ def test_retry_error_is_one_class() -> None:
 
 
 # Child -> parent, exactly as drawn in basic-usage.md ("Errors"), plus
-# StreamReset, which _exceptions.py files under RemoteProtocolError.
+# StreamReset and RequestNotProcessed, which _exceptions.py files under
+# RemoteProtocolError.
 EXCEPTION_TREE = {
     "HyperHTTPError": "Exception",
     "TransportError": "HyperHTTPError",
@@ -95,6 +96,7 @@ EXCEPTION_TREE = {
     "RemoteProtocolError": "ProtocolError",
     "LocalProtocolError": "ProtocolError",
     "StreamReset": "RemoteProtocolError",
+    "RequestNotProcessed": "RemoteProtocolError",
     "ProxyError": "TransportError",
     "TLSError": "TransportError",
     "DNSError": "HyperHTTPError",
