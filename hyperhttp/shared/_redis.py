@@ -116,24 +116,39 @@ class RedisFleet:
     async def run(self) -> None:
         self._connect()
         while True:
-            if self.mode != "redis" and not await self._try_join():
-                # Not on lease events: an outage must not turn into a ping per connection.
-                await asyncio.sleep(RECONNECT_INTERVAL)
-                continue
             try:
-                await self._pass()
-            except (RedisError, OSError, TimeoutError) as exc:
+                await self._step()
+            except Exception as exc:
+                # Anything else (a reply of a shape this code did not expect,
+                # an error type the client library added) must not end the
+                # loop, or this host would stay on per-host limits for good
+                # with nothing said: fall back, say what, and try again.
+                if self.mode != "fallback":
+                    log.error("Redis at %s: unexpected %s; per-host limits until it is back",
+                              self.url.display, type(exc).__name__, exc_info=True)
                 self._fall_back(exc)
-                continue
-            now = self._now()
-            delay = min(self._next_renew, self._next_poll) - now
-            if self.starved:
-                delay = min(delay, RETRY_INTERVAL)
-            self._wake.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
+                await asyncio.sleep(RECONNECT_INTERVAL)
+
+    async def _step(self) -> None:
+        """One turn of `run`: join, or one pass and the wait for the next."""
+        if self.mode != "redis" and not await self._try_join():
+            # Not on lease events: an outage must not turn into a ping per connection.
+            await asyncio.sleep(RECONNECT_INTERVAL)
+            return
+        try:
+            await self._pass()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fall_back(exc)
+            return
+        now = self._now()
+        delay = min(self._next_renew, self._next_poll) - now
+        if self.starved:
+            delay = min(delay, RETRY_INTERVAL)
+        self._wake.clear()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _try_join(self) -> bool:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -134,3 +136,62 @@ def test_breaker_counts_failures_across_hosts_and_one_probe_fleet_wide(
     winner.send("outcome", key, False, True)  # the probe succeeded: closed for every host
     for w in (winner, loser):
         wait_for(lambda w=w: w.call("breaker", key)[2][0] == "closed", timeout=3)
+
+
+def test_an_unexpected_error_in_the_redis_loop_falls_back_and_recovers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The coordinator's Redis loop caught only the errors it expected; any
+    other (a reply of an unexpected shape, an error type the client library
+    adds) ended it silently and left that host on per-host limits for good.
+    Now it falls back, says what happened, and rejoins. (A plain loop, as in
+    the coordinator process: the client library's first connect may read
+    files, which the test loop's blocking guard would take for our code.)"""
+    from types import SimpleNamespace
+
+    from hyperhttp.shared._redis import RedisFleet
+
+    class Host:
+        config = SimpleNamespace(max_connections=4, max_connections_per_host=2)
+
+        def _clock(self) -> float:
+            return time.monotonic()
+
+        def _publish_breaker(self, key: str, now: float) -> None:
+            pass
+
+        def _granted(self, grants: object) -> None:
+            pass
+
+    modes: list[str] = []
+
+    async def scenario() -> None:
+        fleet = RedisFleet(Host(), redis_server.url)  # type: ignore[arg-type]
+        real_pass = fleet._pass
+        failures = [KeyError("a reply without the field it should have")]
+
+        async def flaky_pass() -> None:
+            if failures:
+                raise failures.pop()
+            await real_pass()
+
+        fleet._pass = flaky_pass  # type: ignore[method-assign]
+        task = asyncio.ensure_future(fleet.run())
+        try:
+            async with asyncio.timeout(5):
+                while failures or fleet.mode != "fallback":
+                    await asyncio.sleep(0.005)
+                modes.append(fleet.mode)
+                while fleet.mode != "redis":
+                    await asyncio.sleep(0.01)
+                modes.append(fleet.mode)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await fleet.aclose()
+
+    caplog.set_level(logging.ERROR, logger="hyperhttp.shared.coordinator")
+    asyncio.run(scenario())
+    assert modes == ["fallback", "redis"]
+    [record] = caplog.records
+    assert "unexpected KeyError; per-host limits until it is back" in record.getMessage()
