@@ -47,7 +47,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dns-ttl", type=float, default=60.0,
                         help="upper bound in seconds on shared DNS answers")
     parser.add_argument("--grace", type=float, default=None,
-                        help="seconds to wait for re-declared leases before granting")
+                        help="seconds to wait for re-declared leases before granting "
+                             "(default 2, or 0 at the first start at a path)")
     parser.add_argument("--exit-when-idle", type=float, default=None,
                         help="exit after this many seconds without workers")
     parser.add_argument("--backend", default=None,

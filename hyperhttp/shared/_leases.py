@@ -25,9 +25,9 @@ Rules:
 2. A dropped connection (EOF, kill, protocol violation) returns every lease
    it held and withdraws its waiters, all in one step.
 3. Declared leases (re-sent by workers after a coordinator restart) are
-   recorded even beyond the caps: the connections exist. While `granting`
-   is False (the grace period after a start) nothing new is granted, so
-   declarations land before new grants.
+   recorded even beyond the caps: the connections exist (see `declare_all`).
+   While `granting` is False (the grace period after a start) nothing new
+   is granted, so declarations land before new grants.
 4. Shedding: a waiter blocked by a cap has the coordinator ask one holder at
    a time (`Shed`) to close an idle connection on the blocking resource
    (its origin for the per-host cap, "" = any origin for the total cap).
@@ -123,6 +123,7 @@ class LeaseTable:
         self._holders.setdefault(conn, _Holder())
 
     def declare(self, conn: int, lease: int, origin: str) -> list[Grant]:
+        """Record one lease `conn` already holds, with no cap check (see `declare_all`)."""
         holder = self._holder(conn)
         if lease in holder.leases or lease in holder.waiting:
             raise LeaseViolation(f"lease {lease} declared twice")
@@ -130,6 +131,27 @@ class LeaseTable:
             raise LeaseViolation("too many leases")
         self._hold(holder, lease, origin)
         return []
+
+    def declare_all(self, conn: int, leases: list[tuple[int, str]]) -> None:
+        """Record leases `conn` already holds (rule 3), all or none; a
+        lease declared twice, or more than MAX_LEASES_PER_CONN in all, raises
+        `LeaseViolation` before any change.
+
+        Not bounded by the caps: a coordinator restarted with lower caps
+        meets workers holding more than one worker may now be granted, and
+        those connections exist. Refusing the declaration would leave them
+        uncounted while others were granted up to the new caps; counted,
+        they hold grants back (and are shed) until the fleet is under."""
+        holder = self._holder(conn)
+        ids = [lease for lease, _ in leases]
+        if len(set(ids)) != len(ids) or any(
+            i in holder.leases or i in holder.waiting for i in ids
+        ):
+            raise LeaseViolation("lease declared twice")
+        if len(holder.leases) + len(ids) > MAX_LEASES_PER_CONN:
+            raise LeaseViolation(f"declares more than {MAX_LEASES_PER_CONN} leases")
+        for lease, origin in leases:
+            self._hold(holder, lease, origin)
 
     def acquire(self, conn: int, req: int, origin: str) -> list[Grant]:
         holder = self._holder(conn)

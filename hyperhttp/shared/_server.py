@@ -2,7 +2,18 @@
 
 Startup: make and check the private runtime directory, take the lifetime
 flock (a second coordinator for the same directory stops here), create the
-shared table (a memfd), bind the 0600 Unix socket, then serve.
+shared table (a memfd), bind the 0600 Unix socket, then serve (see
+`_endpoint` for the lock and socket, and what happens if they vanish).
+
+Grace period: workers keep their connections through any outage of the
+coordinator, clean or not, and re-declare them when they rejoin. So every
+start waits `GRACE` seconds before granting anything new, unless the lock
+file shows no coordinator ever served this path (then no worker holds
+anything granted here).
+
+Declarations: a worker sends `Declare` first thing on a new connection, and
+only then; a `Declare` after any other message, or from an observer, gets
+the sender dropped.
 
 Per accepted socket: check `SO_PEERCRED` (another uid is dropped at once),
 read `Hello` (bounded time and size), answer `Welcome` with a read-only fd of
@@ -32,8 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import CoordinatorError
 from ..errors.circuit_breaker import BreakerConfig
+from ._endpoint import Endpoint
 from ._leases import Grant, LeaseTable, LeaseViolation
 from ._links import FramedProtocol
 from ._protocol import (
@@ -61,7 +72,7 @@ from ._protocol import (
     decode_from_worker,
     encode,
 )
-from ._runtime import RuntimePaths, ensure_private_dir, take_lock
+from ._runtime import RuntimePaths
 from ._state import DnsReply, FleetBreakers, FleetDNS
 from ._table import TABLE_SIZE, TableWriter
 
@@ -75,6 +86,9 @@ log = logging.getLogger("hyperhttp.shared.coordinator")
 # upstream must first see its connections close. Well inside fleet.md's
 # "reclaimed within a second".
 DEAD_HOLDER_GRACE = 0.15
+# Longer than a worker's longest wait between reconnect attempts (1.5 s:
+# BACKOFF_MAX with jitter), so every rejoining worker declares in time.
+GRACE = 2.0
 
 _ORIGIN = re.compile(r"^(\[[0-9A-Za-z:.%_-]+\]|[^\s\[\]/:@]+):\d{1,5}$")
 _MAX_WRITE_BUFFER = 4 * 1024 * 1024
@@ -88,7 +102,7 @@ class ServerConfig:
     max_connections: int | None = 200
     max_connections_per_host: int | None = 32
     dns_ttl: float = 60.0
-    grace: float | None = None  # None: 1.5 s only after an unclean stop, else 0
+    grace: float | None = None  # None: GRACE, or 0 on the first start at this path
     heartbeat_interval: float = 0.25
     exit_when_idle: float | None = None
     handshake_timeout: float = 2.0
@@ -113,6 +127,8 @@ class _Channel(FramedProtocol):
         self.conn = conn
         self.pid = pid
         self.role = role
+        # Declarations are welcome only before anything else (see the module docstring).
+        self.declaring = role == "worker"
 
     def __repr__(self) -> str:
         return f"<_Channel conn={self.conn} pid={self.pid} {self.role}>"
@@ -172,8 +188,8 @@ class CoordinatorServer:
         self._ro_fd = -1
         self._table: mmap.mmap | None = None
         self._writer: TableWriter | None = None
-        self._lock_fd: int | None = None
-        self._listener: socket.socket | None = None
+        self._endpoint = Endpoint(config.paths)
+        self._accept: asyncio.Task[None] | None = None
         self._grace_until = self._started
         self._handshakes: set[asyncio.Task[None]] = set()
 
@@ -191,35 +207,13 @@ class CoordinatorServer:
     # --- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
         """Take the directory, lock, table and socket (synchronous; raises CoordinatorError)."""
-        paths = self.config.paths
-        ensure_private_dir(paths.directory, create=True)
-        for attempt in range(5):
-            # A worker probing the lock (auto-spawn) holds it for an instant: retry briefly.
-            self._lock_fd = take_lock(paths.lock)
-            if self._lock_fd is not None:
-                break
-            time.sleep(0.02 * (attempt + 1))
-        if self._lock_fd is None:
-            raise CoordinatorError(f"a coordinator is already running at {paths.socket}")
-        stale = os.path.lexists(paths.socket)
-        if stale:
-            if not _is_socket(paths.socket):
-                raise CoordinatorError(f"refusing to replace {paths.socket}: not a socket")
-            os.unlink(paths.socket)  # safe: we hold the lock, so its owner is dead
-        grace = self.config.grace if self.config.grace is not None else (1.5 if stale else 0.0)
+        self._endpoint.open()
+        grace = self.config.grace
+        if grace is None:
+            grace = 0.0 if self._endpoint.first_start else GRACE
         self._grace_until = self._clock() + grace
         self.leases.granting = grace <= 0
         self._open_table()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(os.fspath(paths.socket))
-        finally:
-            os.umask(old_umask)
-        os.chmod(paths.socket, 0o600)
-        listener.listen(512)
-        listener.setblocking(False)
-        self._listener = listener
         self._write_heartbeat()
 
     def _open_table(self) -> None:
@@ -241,13 +235,13 @@ class CoordinatorServer:
 
     async def serve(self, ready: Callable[[str], None] | None = None) -> None:
         """Serve until `stop()` or SIGTERM/SIGINT; `open()` first."""
-        if self._listener is None:
+        if self._endpoint.listener is None:
             self.open()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
-        accept = loop.create_task(self._accept_loop())
+        self._start_accepting()
         ticker = loop.create_task(self._tick_loop())
         fleet = loop.create_task(self.remote.run()) if self.remote is not None else None
         if ready is not None:
@@ -256,9 +250,11 @@ class CoordinatorServer:
         try:
             await self._stop.wait()
         finally:
-            accept.cancel()
             ticker.cancel()
-            tasks = [accept, ticker]
+            tasks: list[asyncio.Task[None]] = [ticker]
+            if self._accept is not None:
+                self._accept.cancel()
+                tasks.append(self._accept)
             if fleet is not None:
                 fleet.cancel()
                 tasks.append(fleet)
@@ -271,13 +267,7 @@ class CoordinatorServer:
         self._stop.set()
 
     def close(self) -> None:
-        paths = self.config.paths
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            with contextlib.suppress(OSError):
-                if self._lock_fd is not None and _is_socket(paths.socket):
-                    os.unlink(paths.socket)
+        self._endpoint.close()  # our socket only, never a successor's
         for ch in list(self._channels.values()):
             ch.closed = True
             if ch.transport is not None:
@@ -286,17 +276,20 @@ class CoordinatorServer:
             if fd >= 0:
                 os.close(fd)
         self._ro_fd = self._table_fd = -1
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock last: the socket is gone first
-            self._lock_fd = None
 
     # --- accepting ----------------------------------------------------------------------
-    async def _accept_loop(self) -> None:
+    def _start_accepting(self) -> None:
+        listener = self._endpoint.listener
+        assert listener is not None
+        if self._accept is not None:
+            self._accept.cancel()
+        self._accept = asyncio.get_running_loop().create_task(self._accept_loop(listener))
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        assert self._listener is not None
         while True:
             try:
-                sock, _ = await loop.sock_accept(self._listener)
+                sock, _ = await loop.sock_accept(listener)
             except OSError as exc:  # EMFILE and friends: back off, keep serving
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
@@ -341,19 +334,24 @@ class CoordinatorServer:
         self._channels[conn] = channel
         self.leases.add_conn(conn)
         self._idle_since = None
+        # Counted in the table before any of its frames is read (so before
+        # any grant): a worker's fallback share depends on that count.
+        self._write_heartbeat()
         try:
             await loop.connect_accepted_socket(lambda: channel, sock)
         except OSError as exc:
             log.warning("handshake failed: %s", exc)
             sock.close()
             self.dropped(channel)
-            return
-        self._write_heartbeat()
 
     # --- messages --------------------------------------------------------------------------
     def handle(self, ch: _Channel, msg: Any) -> None:
         """Apply one decoded message from `ch` (raises LeaseViolation before any change)."""
         conn, now = ch.conn, self._clock()
+        if isinstance(msg, Declare):
+            self._declare(ch, msg)
+            return
+        ch.declaring = False
         if isinstance(msg, Acquire):
             _check_origin(msg.origin)
             self._granted(self.leases.acquire(conn, msg.req, msg.origin))
@@ -361,15 +359,6 @@ class CoordinatorServer:
             self._granted(self.leases.release(conn, msg.lease))
         elif isinstance(msg, Cancel):
             self._granted(self.leases.cancel(conn, msg.req))
-        elif isinstance(msg, Declare):
-            for _, origin in msg.leases:
-                _check_origin(origin)
-            held = self.leases.held_by(conn)
-            ids = [lease for lease, _ in msg.leases]
-            if len(set(ids)) != len(ids) or any(i in held for i in ids):
-                raise LeaseViolation("lease declared twice")
-            for lease, origin in msg.leases:
-                self.leases.declare(conn, lease, origin)
         elif isinstance(msg, ShedDone):
             self.leases.shed_done(conn, msg.shed, msg.closed)
             self._plan_sheds()
@@ -394,12 +383,19 @@ class CoordinatorServer:
         else:
             self._handle_rest(ch, msg, now)
 
+    def _declare(self, ch: _Channel, msg: Declare) -> None:
+        if not ch.declaring:
+            raise LeaseViolation("Declare is only accepted first thing on a worker's connection")
+        for _, origin in msg.leases:
+            _check_origin(origin)
+        self.leases.declare_all(ch.conn, msg.leases)
+
     def _handle_rest(self, ch: _Channel, msg: Any, now: float) -> None:
         conn = ch.conn
         if isinstance(msg, Resolve):
             self._answer_dns(self.dns.resolve(conn, msg.req, msg.host, msg.port, now))
         elif isinstance(msg, DnsStore):
-            record, replies = self.dns.store(msg.host, msg.port, msg.addresses, msg.ttl, now)
+            record, replies = self.dns.store(conn, msg.host, msg.port, msg.addresses, msg.ttl, now)
             if record is not None and self._writer is not None:
                 self._writer.put("dns", record.key, record, record.expires)
             self._answer_dns(replies)
@@ -474,6 +470,9 @@ class CoordinatorServer:
 
     def tick(self) -> None:
         now = self._clock()
+        ep = self._endpoint
+        if ep.listener is not None and not ep.is_intact() and not self._take_path_back():
+            return
         if not self.leases.granting and now >= self._grace_until:
             self._granted(self.leases.open_gate())
         gone, replies = self.dns.expire(now)
@@ -488,6 +487,16 @@ class CoordinatorServer:
         if idle is not None and self._idle_since is not None and now - self._idle_since > idle:
             log.info("no workers for %.0fs: exiting", idle)
             self.stop()
+
+    def _take_path_back(self) -> bool:
+        """Our socket or lock file vanished or was replaced: serve it again, or step down."""
+        if self._endpoint.reclaim():
+            log.warning("coordinator files at %s were removed: re-created them", self.address)
+            self._start_accepting()
+            return True
+        log.warning("coordinator files at %s were taken over: stopping", self.address)
+        self.stop()
+        return False
 
     def _write_heartbeat(self) -> None:
         if self._writer is not None:
@@ -539,15 +548,6 @@ def _breaker_config(failures: int, recovery: float, successes: int) -> BreakerCo
                              success_threshold=successes)
     except (TypeError, ValueError) as exc:
         raise LeaseViolation(f"bad breaker thresholds: {exc}") from None
-
-
-def _is_socket(path: os.PathLike[str]) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 async def _read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Any:

@@ -23,11 +23,19 @@ Answers live until min(their ttl, `dns_ttl`). A `Resolve` for a name that
 nobody is resolving makes the asker the resolver ("go"); askers arriving
 while it runs wait and get its answer. If it fails, disconnects or takes
 longer than `RESOLVE_TIMEOUT`, every waiter is told to go ahead itself.
+
+An answer is taken only from a connection told to "go" for that name and
+not yet answered (a late one, after `RESOLVE_TIMEOUT`, still counts). A
+`DnsStore` for a name the sender asked about but was not told to resolve
+(a duplicate: workers re-publish what they were answered) changes nothing;
+one for a name it never asked about is a `LeaseViolation` (the server drops
+the sender), so no connection can plant answers for the fleet.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 
 from ..errors.circuit_breaker import (
     BreakerConfig,
@@ -37,6 +45,7 @@ from ..errors.circuit_breaker import (
     CircuitBreakerOpen,
     Verdict,
 )
+from ._leases import LeaseViolation
 from ._protocol import (
     OUTCOME_FAILURE,
     OUTCOME_PROBE_FAILURE,
@@ -52,6 +61,10 @@ __all__ = ["RESOLVE_TIMEOUT", "FleetBreakers", "FleetDNS"]
 RESOLVE_TIMEOUT = 10.0
 MAX_BREAKERS = 4096
 MAX_DNS = 4096
+# Per connection: names it must answer (beyond this it resolves unshared),
+# and names it asked about (older ones are forgotten first).
+MAX_ASKED_PER_CONN = 1024
+MAX_KNOWN_PER_CONN = 4096
 
 _VERDICT = {
     OUTCOME_SUCCESS: Verdict.SUCCESS,
@@ -177,6 +190,8 @@ class FleetDNS:
         self.dns_ttl = dns_ttl
         self._entries: dict[DnsKey, tuple[list[Address], float]] = {}
         self._inflight: dict[DnsKey, _Inflight] = {}
+        self._asked: dict[int, set[DnsKey]] = {}  # told "go", answer due
+        self._known: dict[int, OrderedDict[DnsKey, None]] = {}  # asked about
 
     @staticmethod
     def table_key(host: str, port: int) -> str:
@@ -184,26 +199,46 @@ class FleetDNS:
 
     def resolve(self, conn: int, req: int, host: str, port: int, now: float) -> list[DnsReply]:
         key = (host.lower(), port)
+        known = self._known.setdefault(conn, OrderedDict())
+        known[key] = None
+        known.move_to_end(key)
+        if len(known) > MAX_KNOWN_PER_CONN:
+            known.popitem(last=False)
         entry = self._entries.get(key)
         if entry is not None and entry[1] > now:
             return [(conn, req, entry[0], entry[1] - now)]
+        if len(self._asked.get(conn, ())) >= MAX_ASKED_PER_CONN:
+            return [(conn, req, None, 0.0)]  # resolve it, unshared: its answer is not taken
         running = self._inflight.get(key)
         if running is not None and now - running.started < RESOLVE_TIMEOUT:
             running.waiters.append((conn, req))
             return []
         self._inflight[key] = _Inflight(conn, now)
-        return [(conn, req, None, 0.0)]
+        return [self._go(conn, req, key)]
+
+    def _go(self, conn: int, req: int, key: DnsKey) -> DnsReply:
+        """Tell `conn` to resolve `key` itself; its answer is then welcome."""
+        self._asked.setdefault(conn, set()).add(key)
+        return (conn, req, None, 0.0)
 
     def store(
-        self, host: str, port: int, addresses: list[Address], ttl: float, now: float
+        self, conn: int, host: str, port: int, addresses: list[Address], ttl: float, now: float
     ) -> tuple[DnsRecord | None, list[DnsReply]]:
-        """Record an answer; the table record to publish and the waiters to answer."""
+        """Record `conn`'s answer; the table record to publish and the waiters to answer.
+
+        Raises `LeaseViolation` (before any change) for a name `conn` never asked about."""
         key = (host.lower(), port)
+        asked = self._asked.get(conn)
+        if asked is None or key not in asked:
+            if key in self._known.get(conn, ()):
+                return None, []  # a duplicate of what it was answered: changes nothing
+            raise LeaseViolation(f"unsolicited DNS answer for {host[:80]!r}")
+        asked.discard(key)
         ttl = min(ttl, self.dns_ttl)
         running = self._inflight.pop(key, None)
         waiters = running.waiters if running is not None else []
         if ttl <= 0 or not addresses:
-            return None, [(c, r, None, 0.0) for c, r in waiters]
+            return None, [self._go(c, r, key) for c, r in waiters]
         if key not in self._entries and len(self._entries) >= MAX_DNS:
             self.expire(now)
             if len(self._entries) >= MAX_DNS:
@@ -214,18 +249,21 @@ class FleetDNS:
 
     def failed(self, conn: int, host: str, port: int) -> list[DnsReply]:
         key = (host.lower(), port)
+        self._asked.get(conn, set()).discard(key)
         running = self._inflight.get(key)
         if running is None or running.owner != conn:
             return []
         del self._inflight[key]
-        return [(c, r, None, 0.0) for c, r in running.waiters]
+        return [self._go(c, r, key) for c, r in running.waiters]
 
     def drop(self, conn: int) -> list[DnsReply]:
+        self._asked.pop(conn, None)
+        self._known.pop(conn, None)
         out: list[DnsReply] = []
         for key, running in list(self._inflight.items()):
             if running.owner == conn:
                 del self._inflight[key]
-                out.extend((c, r, None, 0.0) for c, r in running.waiters if c != conn)
+                out.extend(self._go(c, r, key) for c, r in running.waiters if c != conn)
             else:
                 running.waiters = [(c, r) for c, r in running.waiters if c != conn]
         return out
@@ -239,7 +277,7 @@ class FleetDNS:
         for key, running in list(self._inflight.items()):
             if now - running.started >= RESOLVE_TIMEOUT:
                 del self._inflight[key]
-                out.extend((c, r, None, 0.0) for c, r in running.waiters)
+                out.extend(self._go(c, r, key) for c, r in running.waiters)
         return [self.table_key(*k) for k in gone], out
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
