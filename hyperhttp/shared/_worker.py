@@ -18,8 +18,16 @@ The backend is in one of three modes:
 - Waiters move between modes: losing the coordinator sends its waiters to
   the local queue; regaining it sends local waiters to the coordinator.
   Either way a waiter keeps its deadline.
+- In fallback, waiters queue FIFO in `LocalQueue` (`_worker_local`), which
+  hands a freed slot over instead of waking a waiter to race for it.
 - A grant that arrives for a caller that already left (timeout, cancel)
-  is released at once, so no slot is ever stranded.
+  is released at once, so no slot is ever stranded. The same holds for
+  request-replies: a probe granted to a caller that left is settled
+  neutral, a DNS "go" is handed back, whether the reply came before or
+  after the caller left.
+- No wait on the coordinator outlives its heartbeat: every wait wakes when
+  the heartbeat would go stale and, if it has, falls back (a stopped
+  coordinator answers nothing and closes nothing).
 - Reads (breaker state, DNS) come from the read-only shared table, with no
   message. Breaker outcomes are batched per loop iteration.
 - One warning per outage, logged on "hyperhttp.shared".
@@ -37,7 +45,7 @@ import random
 import socket
 import time
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -47,17 +55,10 @@ from ..errors.circuit_breaker import BreakerConfig
 from ._backend import Lease
 from ._links import Link, handshake
 from ._protocol import (
-    OUTCOME_FAILURE,
-    OUTCOME_PROBE_FAILURE,
-    OUTCOME_PROBE_NEUTRAL,
-    OUTCOME_PROBE_SUCCESS,
-    OUTCOME_SUCCESS,
     Acquire,
     Cancel,
     Declare,
     Granted,
-    Outcomes,
-    ProbeAcquire,
     ProbeReply,
     Release,
     ResolveReply,
@@ -67,14 +68,15 @@ from ._protocol import (
 )
 from ._runtime import RuntimePaths
 from ._table import TableReader
+from ._worker_breakers import FleetBreakerClient
 from ._worker_dns import FleetDNSClient
+from ._worker_local import LocalQueue
 
 __all__ = ["WorkerBackend"]
 
 log = logging.getLogger("hyperhttp.shared")
 
 DECLARE_CHUNK = 256
-OUTCOME_BATCH = 128
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 SPAWN_WAIT = 10.0
@@ -108,7 +110,7 @@ class WorkerBackend:
         self._clock = clock
         self._jitter = jitter
         self.dns = FleetDNSClient(self)
-        self._breakers = BreakerConfig()
+        self.breakers = FleetBreakerClient(self)
         self._shed_handler: Callable[[str], bool] | None = None
         self._reset_state()
         self._closed = False
@@ -127,20 +129,22 @@ class WorkerBackend:
         self._leases: dict[int, str] = {}
         self._per_host: Counter[str] = Counter()
         self._pending: dict[int, tuple[str, asyncio.Future[Any], str]] = {}
-        self._local_waiters: deque[tuple[str, asyncio.Future[None]]] = deque()
+        # Requests whose caller left before the reply: req -> give-back for the reply.
+        self._orphans: dict[int, Callable[[Any], object]] = {}
+        self._local = LocalQueue(fits=self._fits_locally, grant=self._grant_local,
+                                 give_back=self.release)
         self._connecting: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._tried = False
         self._warned = False
         self._last_error = ""
-        self._outcomes: list[tuple[str, int]] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self.breakers.reset()
 
     def __repr__(self) -> str:
         mode = "connected" if self._link else ("fallback" if self._tried else "unconnected")
         return (
             f"<WorkerBackend {self.paths.socket} {mode} leases={len(self._leases)} "
-            f"pending={len(self._pending)} local_waiting={len(self._local_waiters)}>"
+            f"pending={len(self._pending)} local_waiting={len(self._local)}>"
         )
 
     # --- questions ------------------------------------------------------------------
@@ -235,10 +239,7 @@ class WorkerBackend:
                      self.paths.socket, len(items))
         self._warned = False
         self._update_workers()
-        while self._local_waiters:
-            _, fut = self._local_waiters.popleft()
-            if not fut.done():
-                fut.set_exception(_Reroute())
+        self._local.fail_all(_Reroute)
 
     async def _connect_soon(self, within: float) -> None:
         deadline = self._clock() + within
@@ -273,6 +274,16 @@ class WorkerBackend:
         header = reader.header() if reader is not None else None
         return header is not None and self._clock() - header.heartbeat > self._stale_after
 
+    def _until_stale(self) -> float:
+        """Seconds until the heartbeat goes stale unless it moves on: how long
+        a wait on the coordinator may last before looking again."""
+        reader = self.reader
+        header = reader.header() if reader is not None else None
+        if header is None:
+            return 0.05  # a torn read: look again shortly
+        left = header.heartbeat + self._stale_after - self._clock() + 0.01
+        return min(self._stale_after, max(0.01, left))
+
     def _update_workers(self) -> None:
         header = self.reader.header() if self.reader is not None else None
         if header is not None and header.workers > 0:
@@ -293,13 +304,14 @@ class WorkerBackend:
         self._warn(f"lost the fleet coordinator ({why}); using per-process limits "
                    f"max_connections={caps[0]} max_connections_per_host={caps[1]}")
         pending, self._pending = self._pending, {}
+        self._orphans.clear()  # the coordinator returns their probes on the disconnect
         for kind, fut, _ in pending.values():
             if not fut.done():
                 if kind == "acquire":
                     fut.set_exception(_Reroute())
                 else:
                     fut.set_result(None)
-        self._outcomes.clear()
+        self.breakers.drop_unsent()
         self._start_reconnect()
 
     def _warn(self, message: str) -> None:
@@ -343,9 +355,18 @@ class WorkerBackend:
         entry = self._pending.pop(req, None)
         if entry is not None and not entry[1].done():
             entry[1].set_result(value)
+            return
+        give_back = self._orphans.pop(req, None)
+        if give_back is not None:
+            give_back(value)  # the caller left before its reply came
 
-    async def request(self, kind: str, build: Callable[[int], Any]) -> Any:
-        """Send `build(req)` and wait for its reply (None if the coordinator is lost)."""
+    async def request(
+        self, kind: str, build: Callable[[int], Any],
+        give_back: Callable[[Any], object] | None = None,
+    ) -> Any:
+        """Send `build(req)` and wait for its reply (None if the coordinator is lost,
+        or its heartbeat stopped). If the caller leaves, `give_back(reply)` gets the
+        reply instead, now or when it comes."""
         link = self._link
         if link is None:
             return None
@@ -354,9 +375,23 @@ class WorkerBackend:
         self._pending[req] = (kind, fut, "")
         link.send(build(req))
         try:
-            return await fut
-        finally:
-            self._pending.pop(req, None)
+            return await self._reply(link, fut)
+        except BaseException:
+            if self._pending.pop(req, None) is not None:
+                fut.cancel()
+                if give_back is not None:
+                    self._orphans[req] = give_back
+            elif (give_back is not None and fut.done() and not fut.cancelled()
+                  and fut.exception() is None and fut.result() is not None):
+                give_back(fut.result())  # the reply came, the caller did not take it
+            raise
+
+    async def _reply(self, link: Link, fut: asyncio.Future[Any]) -> Any:
+        while not fut.done() and self._link is link:
+            await asyncio.wait({fut}, timeout=self._until_stale())
+            if not fut.done() and self._link is link and self._heartbeat_stale():
+                self._lost(link, "its heartbeat stopped")  # settles fut with None
+        return fut.result() if fut.done() else None
 
     def send(self, msg: Any) -> bool:
         if self._link is None:
@@ -391,7 +426,8 @@ class WorkerBackend:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise _timeout(origin, timeout)
-                await asyncio.wait({fut}, timeout=1.0 if left is None else min(left, 1.0))
+                wait = self._until_stale()
+                await asyncio.wait({fut}, timeout=wait if left is None else min(left, wait))
                 if not fut.done() and self._link is link and self._heartbeat_stale():
                     self._lost(link, "its heartbeat stopped")
             return fut.result()
@@ -403,27 +439,16 @@ class WorkerBackend:
             raise
 
     async def _acquire_local(self, origin: str, deadline: float | None, timeout: float | None) -> Lease:
-        loop = asyncio.get_running_loop()
-        while True:
-            ahead = any(o == origin and not f.done() for o, f in self._local_waiters)
-            if not ahead and self._fits_locally(origin):
-                lease = Lease(next(self._ids), origin)
-                self._hold(lease.id, origin)
-                return lease
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                raise _timeout(origin, timeout)
-            fut: asyncio.Future[None] = loop.create_future()
-            self._local_waiters.append((origin, fut))
-            try:
-                async with asyncio.timeout(left):
-                    await fut
-            except TimeoutError:
-                raise _timeout(origin, timeout) from None
-            finally:
-                if not fut.done():
-                    fut.cancel()
-            # Woken: a slot may be free (the loop re-checks) or we were rerouted.
+        lease = self._local.try_take(origin)
+        if lease is not None:
+            return lease
+        left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if left is not None and left <= 0:
+            raise _timeout(origin, timeout)
+        try:
+            return await self._local.wait(origin, left)  # _Reroute if we reconnect
+        except TimeoutError:
+            raise _timeout(origin, timeout) from None
 
     def _fits_locally(self, origin: str) -> bool:
         total_cap, host_cap = self.fallback_caps()
@@ -431,14 +456,10 @@ class WorkerBackend:
             return False
         return total_cap is None or len(self._leases) < total_cap
 
-    def _serve_local(self) -> None:
-        # Wake the oldest waiter per origin; each re-checks the caps itself.
-        woken: set[str] = set()
-        for origin, fut in self._local_waiters:
-            if not fut.done() and origin not in woken and self._fits_locally(origin):
-                woken.add(origin)
-                fut.set_result(None)
-        self._local_waiters = deque(w for w in self._local_waiters if not w[1].done())
+    def _grant_local(self, origin: str) -> Lease:
+        lease = Lease(next(self._ids), origin)
+        self._hold(lease.id, origin)
+        return lease
 
     def _hold(self, lease_id: int, origin: str) -> None:
         self._leases[lease_id] = origin
@@ -454,64 +475,32 @@ class WorkerBackend:
             del self._per_host[origin]
         if self._link is not None:
             self._link.send(Release(lease.id))
-        if self._local_waiters:
-            self._serve_local()
+        elif self._local.has_waiters():
+            self._local.serve()
 
     def set_shed_handler(self, handler: Callable[[str], bool]) -> None:
         self._shed_handler = handler
 
-    # --- breakers ------------------------------------------------------------------------------
+    # --- breakers: see _worker_breakers ----------------------------------------------------------
     def configure_breakers(
         self, *, failure_threshold: int, recovery_timeout: float, success_threshold: int
     ) -> None:
-        self._breakers = BreakerConfig(
+        self.breakers.config = BreakerConfig(
             failure_threshold=failure_threshold, recovery_timeout=recovery_timeout,
             success_threshold=success_threshold,
         )
 
     def breaker_state(self, key: str) -> tuple[str, float] | None:
-        reader = self.reader
-        if self._link is None or reader is None:
-            return None
-        record = reader.breaker(key)
-        if record is None:
-            return ("closed", 0.0)
-        if record.state == "open":
-            left = record.open_until - self._clock()
-            return ("open", left) if left > 0 else ("half_open", 0.0)
-        return ("half_open", 0.0)
+        return self.breakers.state(key)
 
     async def breaker_acquire_probe(self, key: str) -> bool:
-        if not await self.ensure():
-            return True
-        cfg = self._breakers
-        granted = await self.request("probe", lambda req: ProbeAcquire(
-            req, key, cfg.failure_threshold, cfg.recovery_timeout, cfg.success_threshold))
-        return True if granted is None else bool(granted)
+        return await self.breakers.acquire_probe(key)
 
     def record_outcome(self, key: str, failed: bool | None, probe: bool) -> None:
-        if self._link is None:
-            return
-        if probe:
-            code = (OUTCOME_PROBE_NEUTRAL if failed is None
-                    else OUTCOME_PROBE_FAILURE if failed else OUTCOME_PROBE_SUCCESS)
-        elif failed is None:
-            return
-        else:
-            code = OUTCOME_FAILURE if failed else OUTCOME_SUCCESS
-        self._outcomes.append((key, code))
-        if len(self._outcomes) >= OUTCOME_BATCH:
-            self.flush_outcomes()
-        elif self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_soon(self.flush_outcomes)
+        self.breakers.record(key, failed, probe)
 
     def flush_outcomes(self) -> None:
-        self._flush_handle = None
-        batch, self._outcomes = self._outcomes, []
-        cfg = self._breakers
-        if batch:
-            self.send(Outcomes(cfg.failure_threshold, cfg.recovery_timeout,
-                               cfg.success_threshold, batch))
+        self.breakers.flush()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -533,11 +522,8 @@ class WorkerBackend:
                 fut.set_exception(PoolClosed("the fleet backend was closed"))
                 fut.exception()
         self._pending.clear()
-        for _, fut in self._local_waiters:
-            if not fut.done():
-                fut.set_exception(PoolClosed("the fleet backend was closed"))
-                fut.exception()
-        self._local_waiters.clear()
+        self._orphans.clear()
+        self._local.fail_all(lambda: PoolClosed("the fleet backend was closed"))
 
     def _forget(self, *, close_link: bool) -> None:
         """Drop every trace of the current connection without talking to anyone."""

@@ -89,7 +89,13 @@ class FleetDNSClient:
             return found[0]
         reply = None
         if len(host) <= 255 and await self._backend.ensure():
-            reply = await self._backend.request("resolve", lambda req: Resolve(req, host, port))
+            def give_back(left_reply: Any) -> None:
+                # We were told to resolve but left: let the waiters go ahead now.
+                if left_reply[0] is None:
+                    self._backend.send(DnsFailed(host, port))
+
+            reply = await self._backend.request(
+                "resolve", lambda req: Resolve(req, host, port), give_back)
         if reply is not None and reply[0] is not None:
             return from_wire(reply[0])
         ours = reply is not None  # the coordinator told us to go ahead
