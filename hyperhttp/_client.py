@@ -266,7 +266,10 @@ class Client:
         if content is None and data is None and files is None and json is None:
             body = EMPTY_BODY
         else:
-            body = encode_request_body(content=content, data=data, files=files, json=json)
+            body = encode_request_body(
+                content=content, data=data, files=files, json=json,
+                content_type=merged.get("content-type") if files else None,
+            )
         ext = dict(extensions) if extensions else {}
         ext["timeout"] = self.timeout if timeout is _UNSET else self._as_timeout(timeout)
         request = Request._build(

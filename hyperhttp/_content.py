@@ -16,6 +16,7 @@ passed (`content=`, `data=`, `files=`, `json=`):
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -138,8 +139,11 @@ def encode_request_body(
     data: Any = None,
     files: Any = None,
     json: Any = None,
+    content_type: str | None = None,
 ) -> RequestBody:
-    """Build the body object for the arguments a caller gave."""
+    """Build the body object for the arguments a caller gave.
+    `content_type`: the caller's own Content-Type header, if any; a
+    multipart one's `boundary=` is the one the body is built with."""
     if content is not None:
         if isinstance(content, bytes):
             return BytesBody(content)
@@ -155,7 +159,7 @@ def encode_request_body(
     if files:
         from ._multipart import build_multipart
 
-        return build_multipart(data, files)
+        return build_multipart(data, files, boundary=multipart_boundary(content_type))
     if data is not None:
         if isinstance(data, bytes | str):
             raise TypeError("data= takes a mapping of form fields; use content= for raw bytes")
@@ -170,6 +174,20 @@ def encode_request_body(
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"json= value cannot be encoded as JSON: {exc}") from None
     return EMPTY_BODY
+
+
+_BOUNDARY_PARAM = re.compile(r';\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.IGNORECASE)
+
+
+def multipart_boundary(content_type: str | None) -> str | None:
+    """The boundary a caller's multipart/form-data Content-Type names, if any:
+    the body must use it, or the server reads no part at all."""
+    if not content_type or not content_type.lower().lstrip().startswith("multipart/"):
+        return None
+    match = _BOUNDARY_PARAM.search(content_type)
+    if match is None:
+        return None
+    return match.group(1) if match.group(1) is not None else match.group(2)
 
 
 async def close_body_iterator(chunks: AsyncIterator[bytes]) -> None:

@@ -21,7 +21,8 @@ Decisions, where the RFC leaves room:
   they go to every host the client talks to, like a default header.
 - A Set-Cookie over 4096 bytes, or a name or value holding a control
   character, is ignored. At most 50 cookies per domain and 3000 in all; the
-  oldest go first. Expired cookies are dropped when next looked at.
+  least recently set go first (a replaced cookie counts as just set), after
+  expired ones. Expired cookies are dropped when next looked at.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Cookie:
     """One stored cookie. `domain` is "" for a cookie sent to every host."""
 
     __slots__ = ("creation", "domain", "expires", "host_only", "http_only", "name",
-                 "path", "same_site", "secure", "seq", "value")
+                 "path", "same_site", "secure", "seq", "touched", "value")
 
     def __init__(
         self, name: str, value: str, *, domain: str = "", path: str = "/",
@@ -78,6 +79,7 @@ class Cookie:
         self.expires = expires  # epoch seconds; None for a session cookie
         self.creation = creation
         self.seq = seq  # insertion order, breaks ties between equal creation times
+        self.touched = seq  # when last set or replaced, for eviction (see CookieJar._insert)
 
     def has_expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now
@@ -261,6 +263,14 @@ def _prefix_allows(parsed: _Parsed) -> bool:
 _Key = tuple[str, str]  # (path, name) within one domain
 
 
+def _check_pair(name: str, value: str) -> None:
+    """Refuse a cookie a caller gives that would not travel as one pair."""
+    if not isinstance(name, str) or not name or "=" in name or ";" in name or _CTL.search(name):
+        raise ValueError(f"invalid cookie name {name!r}")
+    if not isinstance(value, str) or ";" in value or _CTL.search(value):
+        raise ValueError(f"invalid value for cookie {name!r}")
+
+
 class CookieJar:
     """Cookies kept by a client across requests.
 
@@ -284,6 +294,7 @@ class CookieJar:
         self._domains: dict[str, dict[_Key, Cookie]] = {}
         self._total = 0
         self._seq = 0
+        self._touched = 0
         if cookies:
             self.update(cookies)
 
@@ -360,12 +371,17 @@ class CookieJar:
         key = (cookie.path, cookie.name)
         old = bucket.get(key)
         if old is not None:
-            # 5.3 step 11: a replacement keeps the creation time (and its order)
+            # 5.3 step 11: a replacement keeps the creation time (and so its
+            # place in the Cookie header), but was just used: it moves to the
+            # back of the eviction order (5.3: oldest last access first).
             cookie.creation, cookie.seq = old.creation, old.seq
+            del bucket[key]
         else:
             self._seq += 1
             cookie.creation, cookie.seq = now, self._seq
             self._total += 1
+        self._touched += 1
+        cookie.touched = self._touched
         bucket[key] = cookie
         if len(bucket) > self.max_per_domain:
             self._evict(bucket, len(bucket) - self.max_per_domain, now)
@@ -373,7 +389,7 @@ class CookieJar:
             self._purge(now)
             while self._total > self.max_total:
                 oldest = min((b for b in self._domains.values() if b),
-                             key=lambda b: next(iter(b.values())).seq)
+                             key=lambda b: next(iter(b.values())).touched)
                 self._evict(oldest, 1, None)
 
     def _evict(self, bucket: dict[_Key, Cookie], count: int, now: float | None) -> None:
@@ -454,7 +470,9 @@ class CookieJar:
         cookies = self._matching(url, t) if self._domains else []
         pairs = [f"{c.name}={c.value}" for c in cookies if not extra or c.name not in extra]
         if extra:
-            pairs.extend(f"{k}={v}" for k, v in extra.items())
+            for name, value in extra.items():
+                _check_pair(name, value)  # "a=1; admin=true" would add a cookie
+                pairs.append(f"{name}={value}")
         return "; ".join(pairs) if pairs else None
 
     # --- the mapping-like surface --------------------------------------------
@@ -462,10 +480,7 @@ class CookieJar:
             secure: bool = False) -> None:
         """Store a cookie; `domain=""` sends it to every host, a domain sends
         it to that domain and its subdomains."""
-        if not name or "=" in name or ";" in name or _CTL.search(name):
-            raise ValueError(f"invalid cookie name {name!r}")
-        if ";" in value or _CTL.search(value):
-            raise ValueError(f"invalid value for cookie {name!r}")
+        _check_pair(name, value)
         cookie = Cookie(name, value, domain=domain.removeprefix(".").lower(), path=path,
                         secure=secure)
         self._insert(cookie, self._clock())

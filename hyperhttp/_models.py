@@ -10,13 +10,20 @@ is released exactly once however the body was consumed.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import msgspec
 
-from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
+from ._content import (
+    EMPTY_BODY,
+    BytesBody,
+    RequestBody,
+    encode_request_body,
+    multipart_boundary,
+)
 from ._decoders import make_decoder
 from ._exceptions import (
     DecodingError,
@@ -28,6 +35,13 @@ from ._headers import Headers, HeaderTypes
 from ._urls import URL, QueryParams
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_CLOSED_UNREAD = (
+    "the response was closed before its body was read (read a streamed body "
+    "inside its `async with client.stream(...)` block)"
+)
 
 
 class ResponseStream(Protocol):
@@ -66,7 +80,10 @@ class Request:
         self.headers = Headers(headers)
         self.extensions: dict[str, Any] = extensions if extensions is not None else {}
         if stream is None:
-            stream = encode_request_body(content=content, data=data, files=files, json=json)
+            stream = encode_request_body(
+                content=content, data=data, files=files, json=json,
+                content_type=self.headers.get("content-type") if files else None,
+            )
         self.stream: RequestBody = stream
         self._set_body_headers()
 
@@ -96,8 +113,16 @@ class Request:
     def _set_body_headers(self) -> None:
         body = self.stream
         headers = self.headers
-        if body.content_type is not None and "content-type" not in headers:
-            headers["Content-Type"] = body.content_type
+        if body.content_type is not None:
+            given = headers.get("content-type")
+            if given is None or (
+                # A caller's multipart type without the boundary the body was
+                # built with cannot be parsed: the body's own goes instead.
+                given.lower().lstrip().startswith("multipart/")
+                and body.content_type.startswith("multipart/")
+                and multipart_boundary(given) is None
+            ):
+                headers["Content-Type"] = body.content_type
         length = body.content_length
         if "content-length" in headers or "transfer-encoding" in headers:
             return
@@ -382,6 +407,8 @@ class Response:
         content = self._read_now()  # the body read already, or there whole
         if content is not None:
             return content
+        if self.is_closed and not self.is_stream_consumed:
+            raise StreamConsumed(_CLOSED_UNREAD)
         if (
             not self.is_stream_consumed
             and self.max_size is None
@@ -419,6 +446,8 @@ class Response:
             return
         if self.is_stream_consumed:
             raise StreamConsumed("the response body was already read as a stream")
+        if self.is_closed:
+            raise StreamConsumed(_CLOSED_UNREAD)
         self.is_stream_consumed = True
         limit = self.max_size
         if limit is not None:
@@ -492,20 +521,21 @@ class Response:
             yield tail
 
     async def aiter_lines(self) -> AsyncIterator[str]:
+        """The text body one line at a time, without its line ending. Lines
+        end at CRLF, LF or CR only: not at U+2028, U+0085, VT or FF, which
+        `str.splitlines` also breaks at and which NDJSON may carry raw."""
         pending = ""
         async for text in self.aiter_text():
             pending += text
-            lines = pending.splitlines(keepends=True)
-            pending = ""
-            if lines and not lines[-1].endswith(("\n", "\r")):
-                pending = lines.pop()
-            elif lines and lines[-1].endswith("\r"):
-                # "\r\n" may be split across chunks: hold the line back.
-                pending = lines.pop()
-            for line in lines:
-                yield line.rstrip("\r\n")
+            start = 0
+            for end in _LINE_END.finditer(pending):
+                if end.end() == len(pending) and end.group() == "\r":
+                    break  # maybe half of a CRLF split across chunks: wait
+                yield pending[start : end.start()]
+                start = end.end()
+            pending = pending[start:]
         if pending:
-            yield pending.rstrip("\r\n")
+            yield pending.removesuffix("\r")
 
     async def aclose(self) -> None:
         """Release the connection; unread body bytes are discarded."""

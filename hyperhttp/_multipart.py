@@ -347,7 +347,13 @@ class MultipartEncoder:
 
     @property
     def content_type(self) -> str:
-        return f"multipart/form-data; boundary={self._boundary}"
+        boundary = self._boundary
+        if _TOKEN.match(boundary) is None:  # not a token: needs quotes
+            # RFC 2045 5.1: a value with a space or a tspecial (':', '=',
+            # '/', '?', ...), all of which RFC 2046 allows in a boundary,
+            # must be a quoted-string; unquoted, parsers cut it short.
+            boundary = f'"{boundary}"'
+        return f"multipart/form-data; boundary={boundary}"
 
     @property
     def content_length(self) -> int | None:

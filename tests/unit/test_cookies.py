@@ -440,6 +440,33 @@ def test_per_domain_limit_drops_expired_first() -> None:
     assert {c.name for c in jar} == {"old", "mid", "new"}
 
 
+def test_a_refreshed_cookie_counts_as_just_set_for_eviction() -> None:
+    """RFC 6265 5.3: evict the oldest *last access* first. A session cookie
+    the server had just refreshed was the first to go, being set first."""
+    jar, clock = jar_at()
+    jar.max_per_domain = 3
+    for name in ("session", "pref0", "pref1"):
+        clock.now += 1
+        store(jar, "http://example.com/", f"{name}=1")
+    clock.now += 1
+    store(jar, "http://example.com/", "session=2")  # refreshed
+    clock.now += 1
+    store(jar, "http://example.com/", "pref2=1")
+    assert {c.name for c in jar} == {"session", "pref1", "pref2"}
+    # The header order still goes by creation (5.4): session was first.
+    assert header(jar, "http://example.com/") == "session=2; pref1=1; pref2=1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("a", "1; admin=true"), ("a", "1\r\nX-Evil: 1"), ("a=b", "1"), ("", "1")]
+)
+def test_per_request_cookies_are_checked_like_jar_cookies(name: str, value: str) -> None:
+    """`cookies={"a": "1; admin=true"}` went out as two cookies."""
+    jar, _ = jar_at()
+    with pytest.raises(ValueError, match="invalid"):
+        jar.cookie_header(URL("http://example.com/"), {name: value})
+
+
 def test_total_limit_drops_globally_oldest() -> None:
     jar, clock = jar_at()
     jar.max_total = 10

@@ -23,6 +23,7 @@ from typing import Any, cast
 import pytest
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+import hyperhttp
 from hyperhttp._exceptions import LocalProtocolError, StreamConsumed
 from hyperhttp._multipart import MultipartEncoder, MultipartFile, build_multipart
 
@@ -727,3 +728,40 @@ def test_multipart_file_reports_what_it_will_send(tmp_path: pathlib.Path) -> Non
     assert repr(mf) == "<MultipartFile filename='photo.jpeg' size=123>"
     streamed = MultipartFile(content=agen(b"a"), filename="s")
     assert streamed.size is None
+
+
+@pytest.mark.parametrize(
+    ("boundary", "shown"),
+    [("plain-boundary_1.x", "plain-boundary_1.x"), ("a b", '"a b"'), ("a:b=c/d?e", '"a:b=c/d?e"')],
+)
+def test_a_boundary_with_tspecials_is_quoted_in_the_content_type(boundary: str, shown: str) -> None:
+    """RFC 2046 allows space, ':', '=', '/', '?', '(', ')' and ',' in a
+    boundary; RFC 2045 then requires a quoted-string, or parsers cut it."""
+    encoder = MultipartEncoder({"f": "v"}, boundary=boundary)
+    assert encoder.content_type == f"multipart/form-data; boundary={shown}"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["multipart/form-data; boundary=my-fixed-boundary",
+     'multipart/form-data; boundary="my-fixed-boundary"'],
+)
+def test_a_callers_multipart_content_type_sets_the_boundary(given: str) -> None:
+    """The caller's Content-Type was sent, but the body used a random
+    boundary: the server found no part at all."""
+    request = hyperhttp.Request(
+        "POST", "http://h/", headers={"Content-Type": given},
+        data={"user": "alice"}, files={"doc": ("d.txt", b"hi")},
+    )
+    assert request.headers["content-type"] == given
+    assert isinstance(request.stream, MultipartEncoder)
+    assert request.stream.boundary == "my-fixed-boundary"
+
+
+def test_a_callers_multipart_content_type_without_boundary_gets_the_bodys() -> None:
+    request = hyperhttp.Request(
+        "POST", "http://h/", headers={"Content-Type": "multipart/form-data"},
+        files={"doc": ("d.txt", b"hi")},
+    )
+    assert isinstance(request.stream, MultipartEncoder)
+    assert request.headers["content-type"] == request.stream.content_type

@@ -459,6 +459,31 @@ async def test_aiter_lines_across_chunks(loop_name: str) -> None:
     assert [line async for line in r.aiter_lines()] == ["one", "two", "three", "", "four"]
 
 
+async def test_aiter_lines_ends_lines_at_cr_and_lf_only(loop_name: str) -> None:
+    """NDJSON may carry U+2028, U+0085, VT or FF raw inside a string:
+    str.splitlines() broke the record there (and kept the character)."""
+    body = '{"a": "x\u2028y"}\n{"b": "\x0b\x0c\u0085"}\r\n{"c": 3}\r'.encode()
+    r = Response(200, headers={"Content-Type": "application/x-ndjson; charset=utf-8"},
+                 stream=ChunkStream([body[:7], body[7:]]))
+    lines = [line async for line in r.aiter_lines()]
+    assert lines == ['{"a": "x\u2028y"}', '{"b": "\x0b\x0c\u0085"}', '{"c": 3}']
+
+
+@pytest.mark.parametrize("how", ["aread", "aiter_bytes", "aiter_lines"])
+async def test_a_closed_stream_is_not_read_as_empty(loop_name: str, how: str) -> None:
+    """Read after aclose() (or after its `stream()` block): an empty body with
+    no error, or an error blaming the server, hid a caller's mistake."""
+    r = Response(200, stream=ChunkStream([b"never read"]))
+    await r.aclose()
+    with pytest.raises(hyperhttp.StreamConsumed, match="closed before its body was read"):
+        if how == "aread":
+            await r.aread()
+        elif how == "aiter_bytes":
+            [chunk async for chunk in r.aiter_bytes()]
+        else:
+            [line async for line in r.aiter_lines()]
+
+
 async def test_max_size_on_stream(loop_name: str) -> None:
     stream = ChunkStream([b"x" * 60, b"x" * 60])
     r = Response(200, stream=stream, request=Request("GET", "http://big.example/"))
