@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Union
 
+from ._exceptions import LocalProtocolError
 from ._urls import URL
 
 __all__ = [
@@ -263,12 +264,12 @@ def _prefix_allows(parsed: _Parsed) -> bool:
 _Key = tuple[str, str]  # (path, name) within one domain
 
 
-def _check_pair(name: str, value: str) -> None:
+def _check_pair(name: str, value: str, error: type[Exception] = ValueError) -> None:
     """Refuse a cookie a caller gives that would not travel as one pair."""
     if not isinstance(name, str) or not name or "=" in name or ";" in name or _CTL.search(name):
-        raise ValueError(f"invalid cookie name {name!r}")
+        raise error(f"invalid cookie name {name!r}")
     if not isinstance(value, str) or ";" in value or _CTL.search(value):
-        raise ValueError(f"invalid value for cookie {name!r}")
+        raise error(f"invalid value for cookie {name!r}")
 
 
 class CookieJar:
@@ -471,7 +472,8 @@ class CookieJar:
         pairs = [f"{c.name}={c.value}" for c in cookies if not extra or c.name not in extra]
         if extra:
             for name, value in extra.items():
-                _check_pair(name, value)  # "a=1; admin=true" would add a cookie
+                # "a=1; admin=true" would add a cookie; CR LF a header.
+                _check_pair(name, value, LocalProtocolError)
                 pairs.append(f"{name}={value}")
         return "; ".join(pairs) if pairs else None
 

@@ -14,6 +14,7 @@ from hyperhttp._cookies import (
     parse_set_cookie,
     path_matches,
 )
+from hyperhttp._exceptions import LocalProtocolError
 from hyperhttp._urls import URL
 
 T0 = 1_700_000_000.0
@@ -461,9 +462,10 @@ def test_a_refreshed_cookie_counts_as_just_set_for_eviction() -> None:
     ("name", "value"), [("a", "1; admin=true"), ("a", "1\r\nX-Evil: 1"), ("a=b", "1"), ("", "1")]
 )
 def test_per_request_cookies_are_checked_like_jar_cookies(name: str, value: str) -> None:
-    """`cookies={"a": "1; admin=true"}` went out as two cookies."""
+    """`cookies={"a": "1; admin=true"}` went out as two cookies. Refused
+    before anything is sent, as other bad request fields are."""
     jar, _ = jar_at()
-    with pytest.raises(ValueError, match="invalid"):
+    with pytest.raises(LocalProtocolError, match="invalid"):
         jar.cookie_header(URL("http://example.com/"), {name: value})
 
 
