@@ -96,6 +96,9 @@ class SocketStream(asyncio.BufferedProtocol):
         # Several writers (HTTP/2 streams) may wait for the buffer at once.
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
+        # Bytes `write_reply` put in the write buffer since it went over its
+        # high mark (the peer stopped taking them); 0 once it drains.
+        self._paused_replies = 0
         self._drain_on_data = False  # a drain(until_data=True) is waiting
         self._read_paused = False  # full of unread bytes: resumed as they are read
         # Set by a reader that files every read at once (HTTP/2): take at
@@ -263,6 +266,7 @@ class SocketStream(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._paused_replies = 0
         self._wake_drainers()
 
     # --- reading ----------------------------------------------------------
@@ -387,6 +391,18 @@ class SocketStream(asyncio.BufferedProtocol):
         if self._closed or self.transport is None or self.transport.is_closing():
             raise WriteError(f"connection to {self.peer} is closed; cannot send")
         self.transport.write(data)
+
+    def write_reply(self, data: bytes) -> int:
+        """`write()`, for bytes the peer's own frames made us send (HTTP/2
+        PING and SETTINGS ACKs, RST_STREAM): returns how many such bytes
+        went into the write buffer since it passed its high mark, 0 while
+        it is below. A peer that keeps asking and reads nothing makes that
+        grow without end; the caller decides when to stop it."""
+        self.write(data)
+        if not self._write_paused:
+            return 0
+        self._paused_replies += len(data)
+        return self._paused_replies
 
     def writelines(self, data: list[bytes]) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():

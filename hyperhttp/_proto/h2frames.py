@@ -28,6 +28,16 @@ the frames before a DATA or HEADERS frame are handed over (and their events
 filed) before it, as if the bytes had arrived in two reads; see
 tests/unit/test_h2_fast_path.py.
 
+`FrameSplitter` is also stricter than h2, with the fast paths on or off,
+where h2 would wait for bytes that should never come or accept what it
+should not (RFC 9113): the server's first frame must be a SETTINGS frame
+(3.4; an HTTP/1.x answer is named as such), a frame header over our
+SETTINGS_MAX_FRAME_SIZE is refused when its 9 bytes arrive (4.2; h2 waits
+for the whole frame, up to 16 MiB), and so is a header block larger than
+any block that decodes within our SETTINGS_MAX_HEADER_LIST_SIZE (see
+`_BLOCK_FACTOR`). Each queues h2's GOAWAY and raises h2's ProtocolError
+family, as h2 does for the errors it finds itself.
+
 Nothing here touches a socket or the event loop.
 """
 
@@ -50,7 +60,24 @@ _STREAM_HALF_CLOSED = h2.stream.StreamState.HALF_CLOSED_LOCAL
 _RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 
 _DATA, _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x5, 0x9
+_SETTINGS = 0x4
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
+_ACK = 0x1
+_BLOCK_FRAMES = frozenset({_HEADERS, _PUSH_PROMISE, _CONTINUATION})
+_FRAME_NAMES = {
+    0x0: "DATA", 0x1: "HEADERS", 0x2: "PRIORITY", 0x3: "RST_STREAM", 0x4: "SETTINGS",
+    0x5: "PUSH_PROMISE", 0x6: "PING", 0x7: "GOAWAY", 0x8: "WINDOW_UPDATE", 0x9: "CONTINUATION",
+}
+# The largest header block (HEADERS or PUSH_PROMISE and its CONTINUATION
+# frames, padding included) that can decode to a header list within our
+# limit is under 4 times that limit plus a little: an HPACK field costs at
+# most about 9 bytes plus 3.75 per octet of name and value (30-bit Huffman
+# codes) and counts 32 plus 1 per octet; the rest is two table size updates,
+# one padding (255) and one priority block. A larger block can only be
+# abuse (a flood of size updates, say, which hpack takes one by one): it is
+# refused as soon as its frames exceed that size, before any is decoded.
+_BLOCK_FACTOR = 4
+_BLOCK_SLACK = 1024
 
 
 def _has_fast_data_internals() -> bool:
@@ -309,18 +336,36 @@ class FrameSplitter:
     `feed` offers every plain DATA frame to `on_data`, every plain HEADERS
     frame (a whole header block: END_HEADERS, no padding, no priority) to
     `on_headers`, and hands every other frame to `on_frames`, in order; a
-    declined frame goes to `on_frames` with the frames after it. The start of a frame whose end has not arrived
-    is kept for the next `feed`. Disabled (h2 lacks the internals the fast
-    path needs, or a frame too large for h2 arrived), it hands every byte to
-    `on_frames` unchanged.
+    declined frame goes to `on_frames` with the frames after it. The start
+    of a frame whose end has not arrived is kept for the next `feed`.
+    Disabled (h2 lacks the internals the fast path needs), it hands every
+    byte to `on_frames` unchanged.
+
+    Either way it reads every frame header, and refuses what the module
+    docstring lists: h2's ProtocolError raised, h2's GOAWAY queued on `conn`
+    (the connection the bytes are for; without it, nothing is queued).
     """
 
-    __slots__ = ("_in_header_block", "_partial", "enabled")
+    __slots__ = (
+        "_block", "_conn", "_in_header_block", "_max_block", "_max_list", "_partial", "_preface",
+        "_skip", "enabled",
+    )
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(
+        self, conn: h2.connection.H2Connection | None = None, *, enabled: bool = True
+    ) -> None:
         self.enabled = enabled and FAST_DATA
+        self._conn = conn
         self._partial = b""
         self._in_header_block = False  # HEADERS seen, CONTINUATION expected
+        self._block = 0  # payload bytes of the header block so far
+        # What we told the server (h2 applies the same limit when decoding).
+        default = h2.connection.H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE
+        limit = (conn.local_settings.max_header_list_size if conn else None) or default
+        self._max_list = limit
+        self._max_block = _BLOCK_FACTOR * limit + _BLOCK_SLACK
+        self._preface = True  # the server's first frame header is still to come
+        self._skip = 0  # disabled: bytes of the current frame still to come
 
     def feed(
         self,
@@ -330,9 +375,33 @@ class FrameSplitter:
         on_data: DataHandler,
         on_headers: HeadersHandler | None = None,
     ) -> None:
-        if not self.enabled:
-            on_frames(data)
-            return
+        """Split `data` and hand it on; raises h2's ProtocolError family, with
+        h2's GOAWAY queued, for what h2 or the checks here refuse."""
+        try:
+            if self._preface and not self._check_preface(data):
+                self._partial += bytes(data)  # under 9 bytes so far
+                if not self.enabled:
+                    on_frames(data)
+                return
+            if not self.enabled:
+                self._scan(data, max_frame)
+                on_frames(data)
+            else:
+                self._feed(data, max_frame, on_frames, on_data, on_headers)
+        except h2.exceptions.NoSuchStreamError as exc:
+            # h2's message is the bare stream id.
+            raise h2.exceptions.ProtocolError(
+                f"sent a frame on stream {exc.stream_id}, which was never opened"
+            ) from exc
+
+    def _feed(
+        self,
+        data: bytes | memoryview,
+        max_frame: int,
+        on_frames: FramesHandler,
+        on_data: DataHandler,
+        on_headers: HeadersHandler | None,
+    ) -> None:
         begin = 0
         partial = self._partial
         if partial:
@@ -344,14 +413,96 @@ class FrameSplitter:
                 self._partial = header
                 return
             need = 9 + ((header[0] << 16) | (header[1] << 8) | header[2]) - len(partial)
-            if need > len(data) or need > max_frame + 9:
-                # Still cut (or too large for h2: the loop below says so).
-                data = partial + data
+            if need > len(data):
+                data = partial + data  # still cut (or too large: the loop says so)
             else:
                 if not self._frames(partial + data[:need], 0, max_frame, on_frames, on_data, on_headers):
                     return
                 begin = need
         self._frames(data, begin, max_frame, on_frames, on_data, on_headers)
+
+    def _check_preface(self, data: bytes | memoryview) -> bool:
+        """False while the server's first frame header is incomplete; raises
+        unless it is a SETTINGS frame (RFC 9113 section 3.4)."""
+        head = self._partial + bytes(data[:64])
+        if len(head) < 9:
+            return False
+        self._preface = False
+        if head.startswith(b"HTTP/"):
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            raise self._refuse(
+                h2.exceptions.ProtocolError(f"answered in HTTP/1.x, not HTTP/2: {line!r}")
+            )
+        if head[3] != _SETTINGS or head[4] & _ACK:
+            what = "a SETTINGS ACK" if head[3] == _SETTINGS else _describe(head, 0)
+            raise self._refuse(
+                h2.exceptions.ProtocolError(
+                    f"began with {what}, not its SETTINGS (RFC 9113 section 3.4)"
+                )
+            )
+        return True
+
+    def _refuse(self, error: h2.exceptions.ProtocolError) -> h2.exceptions.ProtocolError:
+        # As h2 does for the errors it finds: a GOAWAY naming the error.
+        if self._conn is not None:
+            self._conn.close_connection(error.error_code)
+        return error
+
+    def _too_large(self, data: bytes | memoryview, pos: int, max_frame: int) -> Exception:
+        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+        return self._refuse(
+            h2.exceptions.FrameTooLargeError(
+                f"sent {_describe(data, pos)} of {length} bytes, over the "
+                f"SETTINGS_MAX_FRAME_SIZE of {max_frame} we advertised"
+            )
+        )
+
+    def _header_block(self, data: bytes | memoryview, pos: int, length: int, flags: int) -> None:
+        """Count a HEADERS, PUSH_PROMISE or CONTINUATION frame of `length`
+        payload bytes into its header block; raises once the block is larger
+        than any we could accept (see `_BLOCK_FACTOR`)."""
+        block = self._block + length
+        if block > self._max_block:
+            raise self._refuse(
+                h2.exceptions.DenialOfServiceError(
+                    f"sent a header block of {block} bytes so far, up to {_describe(data, pos)}: "
+                    f"more than any that decodes within the SETTINGS_MAX_HEADER_LIST_SIZE "
+                    f"of {self._max_list} we advertised"
+                )
+            )
+        self._in_header_block = not flags & _END_HEADERS
+        self._block = block if self._in_header_block else 0
+
+    def _scan(self, data: bytes | memoryview, max_frame: int) -> None:
+        """Disabled: check every frame header in `data` (bytes h2 is about to
+        get unchanged), following frames across reads."""
+        size = len(data)
+        pos = self._skip  # where the next frame header starts in `data`
+        partial = self._partial
+        if partial:  # a frame header cut by the last read (so `pos` is 0)
+            head = partial + bytes(data[: 9 - len(partial)])
+            if len(head) < 9:
+                self._partial = head
+                return
+            self._partial = b""
+            pos = 9 - len(partial) + self._check_header(head, 0, max_frame)
+        while size - pos >= 9:
+            pos += 9 + self._check_header(data, pos, max_frame)
+        if pos < size:
+            self._partial = bytes(data[pos:])
+            self._skip = 0
+        else:
+            self._skip = pos - size
+
+    def _check_header(self, data: bytes | memoryview, pos: int, max_frame: int) -> int:
+        """The payload length of the frame whose header is at `data[pos]`,
+        checked as `_frames` checks it."""
+        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+        if length > max_frame:
+            raise self._too_large(data, pos, max_frame)
+        if data[pos + 3] in _BLOCK_FRAMES:
+            self._header_block(data, pos, length, data[pos + 4])
+        return length
 
     def _frames(
         self,
@@ -370,11 +521,10 @@ class FrameSplitter:
         while size - pos >= 9:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
             if length > max_frame:
-                # h2 refuses it (FRAME_SIZE_ERROR) once it has the header;
-                # from here on h2 holds part of a frame, so it gets every byte.
-                self.enabled = False
-                on_frames(data[start:])
-                return False
+                # h2 would wait for all of it (up to 16 MiB) before refusing.
+                if start < pos and not on_frames(data[start:pos]):
+                    return False
+                raise self._too_large(data, pos, max_frame)
             end = pos + 9 + length
             if end > size:
                 break
@@ -414,6 +564,7 @@ class FrameSplitter:
                 and on_headers is not None
                 and flags & (_END_HEADERS | _PADDED | _PRIORITY) == _END_HEADERS
                 and not self._in_header_block
+                and length <= self._max_block
             ):
                 if start < pos:
                     if not on_frames(data[start:pos]):
@@ -422,11 +573,19 @@ class FrameSplitter:
                 sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                 if on_headers(sid, bytes(data[pos + 9 : end]), bool(flags & _END_STREAM)):
                     start = end
-            elif kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
-                self._in_header_block = not flags & _END_HEADERS
+            elif kind in _BLOCK_FRAMES:
+                self._header_block(data, pos, length, flags)
             pos = end
         if start < pos and not on_frames(data[start:pos]):
             return False
         if pos < size:
             self._partial = bytes(data[pos:])  # `data` may be a view of a reused buffer
         return True
+
+
+def _describe(data: bytes | memoryview, pos: int) -> str:
+    """'a PING frame on stream 0' for the frame header at `data[pos]`."""
+    kind = data[pos + 3]
+    name = _FRAME_NAMES.get(kind, f"type 0x{kind:x}")
+    sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+    return f"a {name} frame on stream {sid}"

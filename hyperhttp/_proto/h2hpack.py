@@ -20,7 +20,9 @@ It keeps hpack's contract exactly: the same `HeaderTuple` /
 hpack's own `HeaderTable` (`add`, `get_by_index`, `maxsize`), the same
 exception classes and messages (memoryview addresses aside) at the same
 points (a failing block leaves the table as hpack would have left it), the header list size check after
-each field, and `_assert_valid_table_size` at the end. hpack's debug
+each field, and `_assert_valid_table_size` at the end. One deliberate
+difference: a block with more than two table size updates is refused
+(RFC 7541 section 4.2), where hpack decodes any number of them. hpack's debug
 logging is not repeated. If the hpack internals this relies on are missing
 or behave differently, `decode` is hpack's own (checked once at import).
 
@@ -160,6 +162,7 @@ class FastDecoder(Decoder):
         limit = self.max_header_list_size
         headers: list[HeaderTuple] = []
         inflated = 0
+        updates = 0  # table size updates so far
         pos = 0
         end = len(data)
         while pos < end:
@@ -216,6 +219,11 @@ class FastDecoder(Decoder):
             else:  # dynamic table size update (6.3)
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
+                # RFC 7541 4.2: at most two (the smallest size, then the
+                # last); hpack takes any number, each costing a loop turn.
+                updates += 1
+                if updates > 2:
+                    raise HPACKDecodingError("More than two table size updates in one block")
                 size = first & 0x1F
                 if size == 0x1F:
                     size, pos = _integer(data, pos, 0x1F, False)

@@ -353,9 +353,10 @@ def parse_trailers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
 
 
 def _status(value: bytes, peer: str) -> int:
-    if len(value) != 3 or not value.isdigit():
+    # h2 checks only that :status is there; RFC 9110 15 gives codes 100-599.
+    if len(value) != 3 or not value.isdigit() or not 100 <= int(value) <= 599:
         raise RemoteProtocolError(f"response from {peer} has an invalid :status {value!r}")
-    code = _STATUSES[value] = int(value)  # at most 1,000 distinct values
+    code = _STATUSES[value] = int(value)  # at most 500 distinct values
     return code
 
 

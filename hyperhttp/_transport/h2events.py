@@ -50,7 +50,11 @@ class H2Events:
                         event.flow_controlled_length, event.stream_id
                     )
                 else:
-                    st.receive_data(event.data, event.flow_controlled_length, False)
+                    data = event.data
+                    st.receive_data(data, False)
+                    padding = event.flow_controlled_length - len(data)
+                    if padding:  # counted by flow control, never read: credit now
+                        self._h2.acknowledge_received_data(padding, event.stream_id)
             elif isinstance(event, ev.ResponseReceived):
                 st = streams.get(event.stream_id)
                 if st is not None:
@@ -58,7 +62,7 @@ class H2Events:
             elif isinstance(event, ev.StreamEnded):
                 st = streams.get(event.stream_id)
                 if st is not None:
-                    st.receive_end()
+                    st.receive_end(self.peer)
             elif isinstance(event, ev.TrailersReceived):
                 st = streams.get(event.stream_id)
                 if st is not None:

@@ -31,7 +31,8 @@ Rules:
    consumer, `H2Body`) releases it.
 4. Received data is acknowledged to the server only as the consumer takes
    it (h2 batches the WINDOW_UPDATEs), so an unread response is bounded by
-   the stream window. Bytes of a released stream are acknowledged at once.
+   the stream window. Bytes of a released stream, and padding (never handed
+   to a consumer, but counted by flow control), are acknowledged at once.
 5. Whenever capacity may have grown (a stream released, SETTINGS raised the
    limit) or shrunk (GOAWAY), `on_release(conn)` tells the pool, so its
    waiters are served or sent elsewhere (never stranded, httpx#1216).
@@ -39,7 +40,8 @@ Rules:
    with RequestNotProcessed (the pool resends them), the others finish, and
    the connection closes when the last one is released.
 7. A stream is *complete* once it has its head and the server ended it;
-   nothing that happens to the connection afterwards fails it.
+   nothing that happens to the connection afterwards fails it. A body
+   shorter than its content-length fails it when it ends (RFC 9113 8.1.1).
 """
 
 from __future__ import annotations
@@ -96,9 +98,11 @@ class Stream:
         "chunks",
         "error",
         "head",
+        "head_request",
         "id",
         "local_closed",
         "pending",
+        "received",
         "remote_closed",
         "saw_bytes",
         "trailers",
@@ -106,15 +110,17 @@ class Stream:
         "waiter",
     )
 
-    def __init__(self, stream_id: int) -> None:
+    def __init__(self, stream_id: int, *, head_request: bool = False) -> None:
         self.id = stream_id
+        self.head_request = head_request  # a HEAD: no body, whatever content-length says
         self.head: Fields | None = None
         self.chunks: deque[bytes] = deque()
         # DATA payloads of the read being processed, as views of the receive
         # buffer: `settle()` copies them into one `bytes` in `chunks` before
         # the connection returns to the loop.
         self.pending: list[memoryview] | None = None
-        self.unacked = 0  # flow-controlled bytes received, not yet consumed
+        self.unacked = 0  # body bytes received, not yet consumed
+        self.received = 0  # body bytes received in all, for the content-length check
         self.trailers: Fields | None = None
         self.local_closed = False  # we sent END_STREAM (or reset)
         self.remote_closed = False  # the server sent END_STREAM (or reset)
@@ -180,6 +186,7 @@ class Stream:
             else:
                 pending.extend(payloads)
         self.unacked += length
+        self.received += length
         self.saw_bytes = True
         if end_stream:
             self.remote_closed = True
@@ -194,20 +201,49 @@ class Stream:
             self.pending = None
             self.chunks.append(pending[0].tobytes() if len(pending) == 1 else b"".join(pending))
 
-    def receive_data(self, data: bytes, flow_controlled: int, end_stream: bool) -> None:
+    def receive_data(self, data: bytes, end_stream: bool) -> None:
+        """File a DATA payload; its padding is the connection's to credit."""
         if self.pending is not None:
             self.settle()  # payloads filed earlier in this read come first
         if data:
             self.chunks.append(data)
-        self.unacked += flow_controlled
+            self.unacked += len(data)
+            self.received += len(data)
         self.saw_bytes = True
         if end_stream:
             self.remote_closed = True
         wake(self.waiter)
 
-    def receive_end(self) -> None:
+    def receive_end(self, peer: str) -> None:
+        """The server ended the stream. h2 checks the body against its
+        content-length only when a DATA frame ends it; after a HEADERS
+        frame with END_STREAM (the head itself, or trailers) that is ours."""
         self.remote_closed = True
+        if self.head is not None and self.error is None:
+            self._check_length(peer)
         wake(self.waiter)
+
+    def _check_length(self, peer: str) -> None:
+        # A body that differs from its content-length makes the response
+        # malformed; a client must not accept it (RFC 9113 8.1.1). A HEAD
+        # response, a 204 and a 304 have none whatever it says.
+        assert self.head is not None
+        if self.head_request:
+            return
+        for name, value in self.head:
+            if name == b":status":
+                if value == b"204" or value == b"304":
+                    return
+            elif name == b"content-length":
+                # h2 refused the head already if it is not digits, or if
+                # several disagree.
+                declared = int(value)
+                if declared != self.received:
+                    self.error = RemoteProtocolError(
+                        f"{peer} ended stream {self.id} after {self.received} bytes of "
+                        f"body, but its content-length says {declared}: malformed response"
+                    )
+                return
 
     def receive_reset(self, code: int, *, remote: bool, peer: str) -> None:
         """The stream was reset, by the server (`remote`) or by h2 because

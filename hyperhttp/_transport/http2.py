@@ -67,6 +67,12 @@ if TYPE_CHECKING:
 # the peer is gone (h2ping.py). Read when a connection is made.
 IDLE_PING_INTERVAL = 30.0
 PING_TIMEOUT = 10.0
+# Answers h2 sends to the peer's own frames (PING and SETTINGS ACKs,
+# RST_STREAM for frames on streams we reset) held unsent, once the peer has
+# stopped reading, before we stop answering: a peer that keeps asking and
+# reads nothing would grow our write buffer without end (RFC 9113 10.5).
+# Uploads are not counted: they wait for the buffer to drain.
+REPLY_BACKLOG_LIMIT = 4 * 1024 * 1024
 
 
 class HTTP2Connection(H2Events):
@@ -112,7 +118,7 @@ class HTTP2Connection(H2Events):
         self.requests_served = 0
         # Plain DATA frames skip h2 (see _proto/h2frames.py) unless this h2
         # lacks the internals that needs, or `fast_data` is False.
-        self._frames = FrameSplitter(enabled=fast_data)
+        self._frames = FrameSplitter(self._h2, enabled=fast_data)
         # Request HEADERS are queued without h2's send_headers (see
         # _proto/h2frames.py) unless `fast_headers` is False.
         self._fast_headers = fast_headers
@@ -207,7 +213,9 @@ class HTTP2Connection(H2Events):
             )
             while len(self._streams) >= self._limit and self._goaway is None and not self._closed:
                 await self._wait_for_capacity(timeout.pool)
-            st = self._open_stream(headers, request.stream.content_length == 0)
+            st = self._open_stream(
+                headers, request.stream.content_length == 0, request.method == "HEAD"
+            )
         except BaseException:
             if self._reserved:
                 self._reserved -= 1
@@ -235,7 +243,9 @@ class HTTP2Connection(H2Events):
         body.response = response
         return response
 
-    def _open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> Stream:
+    def _open_stream(
+        self, headers: list[tuple[bytes, bytes]], end_stream: bool, head_request: bool = False
+    ) -> Stream:
         self._pinger.busy()
         if self._closed or self._goaway is not None:
             why = "is closed" if self._closed else "received GOAWAY"
@@ -259,7 +269,7 @@ class HTTP2Connection(H2Events):
             ) from None
         except h2.exceptions.ProtocolError as exc:
             raise LocalProtocolError(f"request to {self.peer} is malformed: {exc}") from None
-        st = Stream(stream_id)
+        st = Stream(stream_id, head_request=head_request)
         st.local_closed = end_stream
         if self._reserved:
             self._reserved -= 1
@@ -398,7 +408,7 @@ class HTTP2Connection(H2Events):
                 return
             finally:
                 self._settle()  # whatever went wrong: no view outlives this call
-            self._flush()
+            self._flush_replies()
             if self._notify and not self._closed:
                 self._notify_pool()
         if stream.at_eof and not self._closed:
@@ -449,7 +459,7 @@ class HTTP2Connection(H2Events):
         if fields is not True:  # True: a 1xx head, which h2's path files nowhere either
             st.receive_head(fields)
             if end_stream:
-                st.receive_end()
+                st.receive_end(self.peer)
         return True
 
     # --- closing ---------------------------------------------------------------
@@ -529,6 +539,36 @@ class HTTP2Connection(H2Events):
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self._flush()
+
+    def _flush_replies(self) -> None:
+        """`_flush` after a read: what h2 queued then answers the peer's
+        frames, and must not pile up while the peer reads none of it."""
+        data = self._h2.data_to_send()
+        if data and not self._closed:
+            try:
+                backlog = self._stream.write_reply(data)
+            except WriteError as exc:
+                self._terminate(exc)
+                return
+            if backlog > REPLY_BACKLOG_LIMIT:
+                self._enhance_your_calm(backlog)
+
+    def _enhance_your_calm(self, backlog: int) -> None:
+        """The peer keeps sending frames that need an answer and reads
+        none: GOAWAY(ENHANCE_YOUR_CALM) and close (RFC 9113 10.5). The
+        GOAWAY goes behind the backlog, which closing drops: only a peer
+        that reads by then sees it."""
+        error = RemoteProtocolError(
+            f"{self.peer} kept sending HTTP/2 frames that need an answer (PING, SETTINGS, "
+            f"frames on reset streams) without reading the answers ({backlog} bytes "
+            "unsent); closed the connection with ENHANCE_YOUR_CALM"
+        )
+        try:
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._stream.write(self._h2.data_to_send())
+        except (h2.exceptions.H2Error, WriteError):
+            pass  # closing anyway
+        self._terminate(error)
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()

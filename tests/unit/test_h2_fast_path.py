@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import h2.connection
+import h2.exceptions
 import hpack
 import pytest
 import uvloop
@@ -42,6 +43,7 @@ from hypothesis import strategies as st
 
 from hyperhttp._backends.stream import SocketStream
 from hyperhttp._config import Timeout
+from hyperhttp._exceptions import RemoteProtocolError
 from hyperhttp._models import Request
 from hyperhttp._proto.h2frames import (
     _CHECKED,
@@ -311,6 +313,10 @@ class FakeSocket:
 
     def write(self, payload: bytes) -> None:
         self.written += payload
+
+    def write_reply(self, payload: bytes) -> int:
+        self.written += payload
+        return 0  # never over the high mark: no backlog of answers
 
     def close(self) -> None:
         self.is_closed = True
@@ -1100,13 +1106,7 @@ def test_a_late_informational_head_on_a_reset_stream_is_ignored() -> None:
     block = hpack.Encoder().encode([(":status", "103"), ("link", "</a.css>")])
     for prune_on_release in (True, False):
         h2c = new_client_connection()
-        h2c.receive_data(PREFACE)
-        assert send_request_headers_fast(h2c, 1, REQUESTS[0], True)
-        h2c.reset_stream(1, 8)
-        if prune_on_release:
-            prune_if_closed(h2c, 1)
-        h2c.data_to_send()
-        splitter = FrameSplitter()
+        splitter = FrameSplitter(h2c)
         seen: list[Any] = []
 
         def frames(data: bytes, conn: Any = h2c, out: list[Any] = seen) -> bool:
@@ -1116,6 +1116,13 @@ def test_a_late_informational_head_on_a_reset_stream_is_ignored() -> None:
         def head(sid: int, block: bytes, end: bool, conn: Any = h2c) -> bool:
             return receive_headers_fast(conn, sid, block, end) is not False
 
+        splitter.feed(PREFACE, MAX_FRAME_SIZE, frames, lambda *a: False, head)
+        seen.clear()
+        assert send_request_headers_fast(h2c, 1, REQUESTS[0], True)
+        h2c.reset_stream(1, 8)
+        if prune_on_release:
+            prune_if_closed(h2c, 1)
+        h2c.data_to_send()
         splitter.feed(raw_frame(0x1, 0x4, 1, block), MAX_FRAME_SIZE, frames, lambda *a: False, head)
         assert seen == [] and h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED
         # A stream error at most (h2 answers RST_STREAM STREAM_CLOSED), never a GOAWAY.
@@ -1144,7 +1151,8 @@ def test_data_frames_are_offered_in_runs_of_one_stream() -> None:
         to_h2.append(bytes(frames))
         return True
 
-    splitter = FrameSplitter()
+    splitter = FrameSplitter(new_client_connection())
+    splitter.feed(PREFACE, MAX_FRAME_SIZE, on_frames, on_data)  # the server's first frames
     splitter.feed(memoryview(wire[:cut]), MAX_FRAME_SIZE, on_frames, on_data)
     splitter.feed(wire[cut:], MAX_FRAME_SIZE, on_frames, on_data)
     assert runs == [
@@ -1158,14 +1166,16 @@ def test_data_frames_are_offered_in_runs_of_one_stream() -> None:
         (5, [b"stuvw"], 5, False),
     ]
     ping = bytes(PingFrame(0, opaque_data=b"12345678").serialize())
-    assert to_h2 == [data(3, b"kl", pad=1), data(5, b"q") + ping, data(5, b"r"), data(5, b"stuvw")]
+    assert to_h2 == [
+        PREFACE, data(3, b"kl", pad=1), data(5, b"q") + ping, data(5, b"r"), data(5, b"stuvw")
+    ]
 
 
 async def test_a_slow_reader_gets_each_read_as_it_came_and_credit_as_it_reads() -> None:
     """Bodies a reader let pile up are handed out one piece at a time (not
     joined into one large copy), and each piece is acknowledged to h2 as it
-    is handed out: never bytes still waiting; all of them (padding
-    included) once nothing waits."""
+    is handed out: never bytes still waiting. Padding is never handed out:
+    it is credited as it arrives (RFC 9113 6.1 counts it)."""
     sock = CountingSocket()
     conn = await started(sock, stream_window=1 << 16, connection_window=1 << 20)
     conn.reserve_stream()
@@ -1188,10 +1198,166 @@ async def test_a_slow_reader_gets_each_read_as_it_came_and_credit_as_it_reads() 
     conn._h2.acknowledge_received_data = recording  # type: ignore[method-assign]
     body = response.stream
     assert await body.__anext__() == pieces[0]  # type: ignore[union-attr]
-    assert acked == [300] and st.unacked == 300 + 58
+    assert acked == [300] and st.unacked == 300 + 50  # padding credited already
     assert await body.__anext__() == pieces[1]  # type: ignore[union-attr]
-    assert acked == [300, 300] and st.unacked == 58
+    assert acked == [300, 300] and st.unacked == 50
     assert await body.__anext__() == pieces[2]  # type: ignore[union-attr]
-    assert acked == [300, 300, 58] and st.unacked == 0  # 7 bytes of padding and its length byte
+    assert acked == [300, 300, 50] and st.unacked == 0
     sock.feed(data(1, b"", end=True))
     await response.aclose()
+
+
+# --- frames refused before h2 would refuse them (stricter than h2 on purpose) --------
+# FrameSplitter reads every frame header as it arrives, with the fast paths
+# on and off (both sides of the differential tests above), and refuses what
+# plain h2 would wait for (bytes that need never come) or take. Each test
+# below shows plain h2's behaviour on the same bytes next to ours: these are
+# the deliberate differences from h2.
+SETTINGS_ONLY = bytes(SettingsFrame(0).serialize())
+PING_FRAME = bytes(PingFrame(0, opaque_data=b"12345678").serialize())
+GOAWAY_FRAME_SIZE, GOAWAY_PROTOCOL, GOAWAY_CALM = 0x6, 0x1, 0xB
+
+
+def frame_header(length: int, kind: int, flags: int, sid: int) -> bytes:
+    return length.to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big")
+
+
+def plain_h2(wire: bytes, *, preface: bool = True) -> list[str]:
+    """The events plain h2 (our settings, none of our checks) files for the
+    server's `wire` after our GET on stream 1; raises what h2 raises."""
+    h2c = new_client_connection()
+    h2c.send_headers(1, REQUESTS[0], end_stream=True)
+    return [type(e).__name__ for e in h2c.receive_data((PREFACE if preface else b"") + wire)]
+
+
+def goaways(out: Outcome) -> list[int]:
+    return [f[3] for f in out.sent if f[0] == "GoAwayFrame"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "h2-path"])
+async def test_a_frame_header_over_our_max_frame_size_is_refused_when_it_arrives(
+    fast: bool,
+) -> None:
+    head = headers(1, HEAD)
+    wire = head + frame_header((1 << 24) - 1, 0x0, 0, 1) + b"x" * 1000
+    # Plain h2 files the head, then waits for the other 16 MiB of the frame.
+    assert plain_h2(wire)[-1] == "ResponseReceived"
+    expected = (
+        "RemoteProtocolError",
+        "fake broke the HTTP/2 protocol: sent a DATA frame on stream 1 of 16777215 bytes, "
+        "over the SETTINGS_MAX_FRAME_SIZE of 65536 we advertised",
+        None,
+    )
+    byte_by_byte = [wire[i : i + 1] for i in range(len(wire))]
+    for reads in ([head, wire[len(head) :]], [head, wire[len(head) : len(head) + 9]], byte_by_byte):
+        out = await asyncio.wait_for(exchange(reads, fast=fast), 2.0)
+        assert (out.status, out.body_error) == (200, expected)
+        assert goaways(out) == [GOAWAY_FRAME_SIZE] and out.closed
+        assert b"x" not in out.h2_saw  # h2 never got a byte of that frame
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "h2-path"])
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            "answered in HTTP/1.x, not HTTP/2: 'HTTP/1.1 400 Bad Request'",
+        ),
+        (PING_FRAME + SETTINGS_ONLY, "began with a PING frame on stream 0, not its SETTINGS"),
+        (
+            bytes(SettingsFrame(0, flags=["ACK"]).serialize()) + SETTINGS_ONLY,
+            "began with a SETTINGS ACK, not its SETTINGS",
+        ),
+    ],
+    ids=["http1", "ping", "settings-ack"],
+)
+async def test_the_server_must_open_with_its_settings(fast: bool, first: bytes, message: str) -> None:
+    # Plain h2 takes all three: the first two as frames (a PING, then the
+    # SETTINGS), the HTTP/1.1 answer as the start of a 4.7 MB frame.
+    plain_h2(first, preface=False)
+    for reads in ([first], [first[:5], first[5:]]):
+        sock = FakeSocket()
+        conn = HTTP2Connection(
+            ("https", "h", 443, ""), cast(SocketStream, sock), lambda _conn: None,
+            fast_data=fast, fast_headers=fast,
+        )
+        preface_end = len(sock.written)
+        for piece in reads:
+            sock.feed(piece)
+        with pytest.raises(RemoteProtocolError, match=re.escape(f"fake broke the HTTP/2 protocol: {message}")):
+            await asyncio.wait_for(conn.start(Timeout(1.0)), 0.5)  # not a ConnectTimeout
+        assert conn.is_closed()
+        assert _describe(bytes(sock.written[preface_end:])) == (
+            ("GoAwayFrame", 0, (), GOAWAY_PROTOCOL, 0),
+        )
+
+
+def _block_frames(sizes: list[int], tail: bytes) -> bytes:
+    """HEADERS and CONTINUATION frames on stream 1 carrying table size
+    updates (0x20) then `tail`, the frames' payloads `sizes` bytes long."""
+    frames = []
+    for i, size in enumerate(sizes):
+        last = i == len(sizes) - 1
+        payload = b"\x20" * (size - len(tail)) + tail if last else b"\x20" * size
+        frames.append(raw_frame(0x9 if i else 0x1, 0x4 if last else 0, 1, payload))
+    return b"".join(frames)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "h2-path"])
+@pytest.mark.parametrize("over", [0, 1])
+async def test_a_header_block_larger_than_any_we_accept_is_refused_before_decoding(
+    fast: bool, over: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4 x 65536 + 1024 (RFC 7541 coding of a list within our 64 KiB limit
+    # can be no larger): up to it the block is decoded (and refused for its
+    # size updates); one byte more and no frame of it reaches the decoder.
+    limit = 4 * 65536 + 1024
+    wire = _block_frames([MAX_FRAME_SIZE] * 4 + [limit - 4 * MAX_FRAME_SIZE + over], b"\x88")
+    decoded: list[int] = []
+    decoder_class = type(new_client_connection().decoder)
+    decode = decoder_class.decode
+
+    def counting(self: Any, data: bytes, raw: bool = False) -> Any:
+        decoded.append(len(data))
+        return decode(self, data, raw)
+
+    monkeypatch.setattr(decoder_class, "decode", counting)
+    out = await asyncio.wait_for(exchange([wire], fast=fast), 2.0)
+    assert out.head_error is not None and out.head_error[0] == "RemoteProtocolError"
+    if over:
+        assert out.head_error[1] == (
+            f"fake broke the HTTP/2 protocol: sent a header block of {limit + 1} bytes so far, "
+            "up to a CONTINUATION frame on stream 1: more than any that decodes within the "
+            "SETTINGS_MAX_HEADER_LIST_SIZE of 65536 we advertised"
+        )
+        assert decoded == [] and goaways(out) == [GOAWAY_CALM]
+    else:
+        assert out.head_error[1] == (
+            "fake broke the HTTP/2 protocol: "
+            "Error decoding header block: More than two table size updates in one block"
+        )
+        assert decoded == [limit] and goaways(out) == [GOAWAY_PROTOCOL]
+    # Plain hpack decodes all those size updates (one loop turn each) and
+    # files the head: what a flood of them costs.
+    monkeypatch.undo()
+    plain = h2.connection.H2Connection()
+    plain.initiate_connection()
+    plain.max_inbound_frame_size = MAX_FRAME_SIZE
+    plain.send_headers(1, REQUESTS[0], end_stream=True)
+    events = plain.receive_data(PREFACE + wire)
+    assert type(events[-1]).__name__ == "ResponseReceived"
+
+
+async def test_a_frame_on_a_stream_never_opened_is_named() -> None:
+    wire = [headers(1, HEAD), data(3, b"zzz"), data(1, b"ok", end=True)]
+    with pytest.raises(h2.exceptions.NoSuchStreamError):  # h2's message: "3"
+        plain_h2(b"".join(wire))
+    for fast in (True, False):
+        out = await exchange(wire, fast=fast)
+        assert out.body_error == (
+            "RemoteProtocolError",
+            "fake broke the HTTP/2 protocol: sent a frame on stream 3, which was never opened",
+            None,
+        )
+        assert goaways(out) == [GOAWAY_PROTOCOL]

@@ -242,3 +242,23 @@ def test_request_heads_are_cached_but_never_shared_and_credentials_not_kept() ->
     assert a[4:] == b[4:] == [(b"accept", b"*/*")]
     kept = " ".join(repr(key) for key in http2_proto._REQUEST_FIELDS)
     assert "Bearer s" not in kept and "a=1" not in kept
+
+
+@pytest.mark.parametrize("status", [b"099", b"000", b"600", b"999"])
+def test_a_status_outside_100_to_599_is_a_malformed_response(status: bytes) -> None:
+    # h2 checks only that there is one :status: both of its paths file this
+    # head (the fast path, the same as h2). Ours refuses it then, as the
+    # HTTP/1.1 parser refuses a status below 100.
+    slow, fast = _pair()
+    block = hpack.Encoder().encode([(":status", status.decode())])
+    assert receive_headers_fast(fast, 1, block, True) == [(b":status", status)]
+    assert _normal(slow.receive_data(raw_frame(1, 0x5, 1, block)))[0] == (
+        "head", 1, [(b":status", status)]
+    )
+    for _ in range(2):  # and again: a refused status is not cached
+        with pytest.raises(
+            RemoteProtocolError, match=re.escape(f"response from p has an invalid :status {status!r}")
+        ):
+            parse_response_head([(b":status", status)], "p")
+    for edge in (b"100", b"599"):
+        assert parse_response_head([(b":status", edge)], "p")[0] == int(edge)
