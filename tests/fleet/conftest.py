@@ -289,3 +289,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: floa
 
 def status(address: str) -> dict[str, Any]:
     return fleet_status(address)
+
+
+def joined(address: str) -> socket.socket:
+    """A raw socket past the coordinator's handshake (Hello sent, the
+    table's fd received and closed), to speak the protocol by hand."""
+    from hyperhttp.shared._protocol import MAX_FRAME, PROTOCOL_VERSION, Hello, encode
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(3.0)
+    sock.connect(address)
+    sock.sendall(encode(Hello(PROTOCOL_VERSION, os.getpid())))
+    _, fds, _, _ = socket.recv_fds(sock, MAX_FRAME + 4, 2)
+    for fd in fds:
+        os.close(fd)
+    assert len(fds) == 1
+    return sock

@@ -15,12 +15,9 @@ import pytest
 from hyperhttp import CoordinatorError
 from hyperhttp.shared import Coordinator
 from hyperhttp.shared._protocol import (
-    MAX_FRAME,
-    PROTOCOL_VERSION,
     Acquire,
     Declare,
     DnsStore,
-    Hello,
     Resolve,
     ResolveReply,
     StatusQuery,
@@ -28,20 +25,9 @@ from hyperhttp.shared._protocol import (
     encode,
 )
 
-from .conftest import ConnCounter, WorkerProc, status, wait_for
+from .conftest import ConnCounter, WorkerProc, joined, status, wait_for
 
 Spawn = Callable[..., list[WorkerProc]]
-
-
-def _joined(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(3.0)
-    sock.connect(address)
-    sock.sendall(encode(Hello(PROTOCOL_VERSION, os.getpid())))
-    _, fds, _, _ = socket.recv_fds(sock, 4 + MAX_FRAME, 2)
-    for fd in fds:
-        os.close(fd)
-    return sock
 
 
 def _is_dropped(sock: socket.socket, wait: float = 1.0) -> bool:
@@ -77,7 +63,7 @@ def test_a_clean_restart_keeps_the_cap(
     coord.stop()  # SIGTERM: a clean stop
     time.sleep(1.5)  # the worker's reconnect backoff grows to its longest meanwhile
     coord2 = launch(max_connections=10, max_connections_per_host=2)
-    newcomer = _joined(coord2.address)  # asks before the worker is back
+    newcomer = joined(coord2.address)  # asks before the worker is back
     newcomer.sendall(encode(Acquire(1, origin)))
     newcomer.settimeout(3.0)  # past the grace period
     with pytest.raises(TimeoutError):
@@ -135,7 +121,7 @@ def test_an_unsolicited_dns_answer_drops_the_sender(
     launch: Callable[..., Coordinator], spawn_workers: Spawn
 ) -> None:
     coord = launch()
-    evil = _joined(coord.address)
+    evil = joined(coord.address)
     evil.sendall(encode(DnsStore("api.internal", 443, [(2, "203.0.113.66", 443, 0, 0)], 3600.0)))
     assert _is_dropped(evil)
     evil.close()
@@ -147,12 +133,12 @@ def test_an_unsolicited_dns_answer_drops_the_sender(
 
 def test_only_the_asked_resolver_is_heard(launch: Callable[..., Coordinator]) -> None:
     coord = launch()
-    resolver = _joined(coord.address)
+    resolver = joined(coord.address)
     resolver.sendall(encode(Resolve(1, "api.internal", 443)))
     reply = _reply(resolver)
     assert isinstance(reply, ResolveReply) and reply.addresses is None  # "go ahead"
     # Another connection that also asked, but was not asked to resolve.
-    waiter = _joined(coord.address)
+    waiter = joined(coord.address)
     waiter.sendall(encode(Resolve(1, "api.internal", 443)))
     waiter.sendall(encode(DnsStore("api.internal", 443, [(2, "203.0.113.66", 443, 0, 0)], 60.0)))
     resolver.sendall(encode(DnsStore("api.internal", 443, [(2, "127.0.0.9", 443, 0, 0)], 60.0)))
@@ -161,7 +147,7 @@ def test_only_the_asked_resolver_is_heard(launch: Callable[..., Coordinator]) ->
     assert isinstance(reply, ResolveReply) and reply.addresses == [(2, "127.0.0.9", 443, 0, 0)]
     assert not _is_dropped(waiter, wait=0.3)
     assert status(coord.address)["dns"]["api.internal:443"]["addresses"] == ["127.0.0.9"]
-    stranger = _joined(coord.address)
+    stranger = joined(coord.address)
     stranger.sendall(encode(DnsStore("api.internal", 443, [(2, "203.0.113.66", 443, 0, 0)], 60.0)))
     assert _is_dropped(stranger)
     assert status(coord.address)["dns"]["api.internal:443"]["addresses"] == ["127.0.0.9"]
@@ -173,7 +159,7 @@ def test_a_late_declaration_drops_the_sender(
     launch: Callable[..., Coordinator], spawn_workers: Spawn
 ) -> None:
     coord = launch(max_connections=100, max_connections_per_host=4)
-    evil = _joined(coord.address)
+    evil = joined(coord.address)
     evil.sendall(encode(StatusQuery(1)))
     evil.sendall(encode(Declare([(i, "svc.internal:443") for i in range(1, 5)])))
     assert _is_dropped(evil)
@@ -188,7 +174,7 @@ def test_a_declaration_first_thing_is_rejoining(launch: Callable[..., Coordinato
     # Even beyond the caps: after a restart with lower caps, a worker may
     # really hold more than one worker may now be granted.
     coord = launch(max_connections=100, max_connections_per_host=4)
-    sock = _joined(coord.address)
+    sock = joined(coord.address)
     sock.sendall(encode(Declare([(i, "svc.internal:443") for i in range(1, 7)])))
     wait_for(lambda: status(coord.address)["per_host"] == {"svc.internal:443": 6}, timeout=2)
     assert not _is_dropped(sock, wait=0.2)

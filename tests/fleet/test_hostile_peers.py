@@ -25,21 +25,9 @@ from hyperhttp.shared._protocol import (
     encode,
 )
 
-from .conftest import WorkerProc, status, wait_for
+from .conftest import WorkerProc, joined, status, wait_for
 
 Spawn = Callable[..., list[WorkerProc]]
-
-
-def _joined(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(3.0)
-    sock.connect(address)
-    sock.sendall(encode(Hello(PROTOCOL_VERSION, os.getpid())))
-    _, fds, _, _ = socket.recv_fds(sock, MAX_FRAME + 4, 2)
-    for fd in fds:
-        os.close(fd)
-    assert len(fds) == 1
-    return sock
 
 
 def _is_dropped(sock: socket.socket) -> bool:
@@ -92,7 +80,7 @@ def test_bad_frames_drop_the_sender_and_change_nothing(
     before = status(coord.address)
     fields = ("leases", "waiting", "per_host", "breakers", "dns")
     for name, payload in BAD_FRAMES.items():
-        sock = _joined(coord.address)
+        sock = joined(coord.address)
         sock.sendall(payload)
         assert _is_dropped(sock), name
         # A dropped sender that held a lease (the "reused request id" case)

@@ -31,15 +31,11 @@ import hpack
 import pytest
 
 import hyperhttp
-from hyperhttp._backends.stream import SocketStream
 from hyperhttp._config import Timeout
 from hyperhttp._models import Request, Response
-from hyperhttp._tls import create_ssl_context
 from hyperhttp._transport import http2 as http2_module
-from hyperhttp._transport.dial import negotiated_alpn, open_connection
-from hyperhttp._transport.dns import DNSCache
 from hyperhttp._transport.http2 import HTTP2Connection
-from tests.integration.test_h2_negative_window import Heartbeat
+from tests.integration.test_h2_negative_window import Heartbeat, dial
 from tests.support.certs import TestCerts
 from tests.support.fixtures import RawServerFactory
 from tests.support.raw import RawServer
@@ -107,22 +103,6 @@ class Peer:
     def head(self, sid: int, fields: list[tuple[str, str]], end_stream: bool = False) -> bytes:
         flags = END_HEADERS | (END_STREAM if end_stream else 0)
         return frame(HEADERS, flags, sid, self.encoder.encode(fields))
-
-
-async def dial(certs: TestCerts, port: int, **options: bool) -> HTTP2Connection:
-    transport, stream = await open_connection(
-        "127.0.0.1",
-        port,
-        lambda: SocketStream(f"localhost:{port}"),
-        dns=DNSCache(),
-        ssl_context=create_ssl_context(verify=str(certs.ca_pem_path)),
-        server_hostname="localhost",
-        connect_timeout=5.0,
-    )
-    assert negotiated_alpn(transport) == "h2"
-    conn = HTTP2Connection(("https", "127.0.0.1", port, ""), stream, lambda conn: None, **options)
-    await conn.start(Timeout(5.0))
-    return conn
 
 
 async def request(

@@ -158,7 +158,9 @@ class LoweringServer:
         writer.write(conn.data_to_send())
 
 
-async def dial(certs: TestCerts, port: int) -> HTTP2Connection:
+async def dial(certs: TestCerts, port: int, **options: bool) -> HTTP2Connection:
+    """An HTTP/2 connection to a raw server of the tests on 127.0.0.1;
+    `options` go to HTTP2Connection (fast paths on or off)."""
     transport, stream = await open_connection(
         "127.0.0.1",
         port,
@@ -169,7 +171,7 @@ async def dial(certs: TestCerts, port: int) -> HTTP2Connection:
         connect_timeout=5.0,
     )
     assert negotiated_alpn(transport) == "h2"
-    conn = HTTP2Connection(("https", "127.0.0.1", port, ""), stream, lambda conn: None)
+    conn = HTTP2Connection(("https", "127.0.0.1", port, ""), stream, lambda conn: None, **options)
     await conn.start(Timeout(5.0))
     return conn
 
