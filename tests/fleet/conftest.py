@@ -305,3 +305,18 @@ def joined(address: str) -> socket.socket:
         os.close(fd)
     assert len(fds) == 1
     return sock
+
+
+def is_dropped(sock: socket.socket, wait: float | None = None) -> bool:
+    """Whether the coordinator closed `sock` (read to EOF or reset) within
+    `wait` seconds (default: the socket's own timeout)."""
+    if wait is not None:
+        sock.settimeout(wait)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

@@ -25,21 +25,9 @@ from hyperhttp.shared._protocol import (
     encode,
 )
 
-from .conftest import ConnCounter, WorkerProc, joined, status, wait_for
+from .conftest import ConnCounter, WorkerProc, is_dropped, joined, status, wait_for
 
 Spawn = Callable[..., list[WorkerProc]]
-
-
-def _is_dropped(sock: socket.socket, wait: float = 1.0) -> bool:
-    sock.settimeout(wait)
-    try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def _reply(sock: socket.socket) -> object:
@@ -123,7 +111,7 @@ def test_an_unsolicited_dns_answer_drops_the_sender(
     coord = launch()
     evil = joined(coord.address)
     evil.sendall(encode(DnsStore("api.internal", 443, [(2, "203.0.113.66", 443, 0, 0)], 3600.0)))
-    assert _is_dropped(evil)
+    assert is_dropped(evil, 1.0)
     evil.close()
     assert status(coord.address)["dns"] == {}
     (w,) = spawn_workers(coord.address, 1)
@@ -145,11 +133,11 @@ def test_only_the_asked_resolver_is_heard(launch: Callable[..., Coordinator]) ->
     # The waiter is answered by the resolver; its own copy of an answer changes nothing.
     reply = _reply(waiter)
     assert isinstance(reply, ResolveReply) and reply.addresses == [(2, "127.0.0.9", 443, 0, 0)]
-    assert not _is_dropped(waiter, wait=0.3)
+    assert not is_dropped(waiter, wait=0.3)
     assert status(coord.address)["dns"]["api.internal:443"]["addresses"] == ["127.0.0.9"]
     stranger = joined(coord.address)
     stranger.sendall(encode(DnsStore("api.internal", 443, [(2, "203.0.113.66", 443, 0, 0)], 60.0)))
-    assert _is_dropped(stranger)
+    assert is_dropped(stranger, 1.0)
     assert status(coord.address)["dns"]["api.internal:443"]["addresses"] == ["127.0.0.9"]
     for sock in (resolver, waiter, stranger):
         sock.close()
@@ -162,7 +150,7 @@ def test_a_late_declaration_drops_the_sender(
     evil = joined(coord.address)
     evil.sendall(encode(StatusQuery(1)))
     evil.sendall(encode(Declare([(i, "svc.internal:443") for i in range(1, 5)])))
-    assert _is_dropped(evil)
+    assert is_dropped(evil, 1.0)
     evil.close()
     wait_for(lambda: status(coord.address)["leases"] == 0, timeout=1)
     (w,) = spawn_workers(coord.address, 1)
@@ -177,5 +165,5 @@ def test_a_declaration_first_thing_is_rejoining(launch: Callable[..., Coordinato
     sock = joined(coord.address)
     sock.sendall(encode(Declare([(i, "svc.internal:443") for i in range(1, 7)])))
     wait_for(lambda: status(coord.address)["per_host"] == {"svc.internal:443": 6}, timeout=2)
-    assert not _is_dropped(sock, wait=0.2)
+    assert not is_dropped(sock, wait=0.2)
     sock.close()

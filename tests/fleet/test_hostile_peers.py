@@ -25,20 +25,14 @@ from hyperhttp.shared._protocol import (
     encode,
 )
 
-from .conftest import WorkerProc, joined, status, wait_for
+from .conftest import WorkerProc, is_dropped, joined, status, wait_for
 
 Spawn = Callable[..., list[WorkerProc]]
 
 
 def _is_dropped(sock: socket.socket) -> bool:
     try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
+        return is_dropped(sock)
     finally:
         sock.close()
 
