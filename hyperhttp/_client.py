@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from . import __version__
 from ._auth import Auth, BasicAuth, build_auth
+from ._breaker_gate import NOT_SENT, breaker_gate, join_fleet
 from ._config import Timeout, TimeoutTypes, check_limits
 from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
 from ._cookies import CookieJar
@@ -36,47 +36,17 @@ from ._exceptions import (
     TooManyRedirects,
 )
 from ._headers import Headers, HeaderTypes
+from ._hooks import Hook, HookError, checked_hooks, run_hooks
 from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
 from ._transports import AsyncBaseTransport, HTTPTransport
 from ._urls import URL, QueryParams, shared_url
-from .errors.circuit_breaker import DomainCircuitBreakerManager, Verdict, verdict_for
+from .errors.circuit_breaker import DomainCircuitBreakerManager
 from .errors.retry import RetryPolicy
 from .errors.telemetry import ErrorTelemetry, emit
 
 _UNSET: Any = object()
 _NO_RETRY = RetryPolicy(max_retries=0)
-
-Hook = Callable[[Any], Any]
-
-
-async def _run_hooks(hooks: list[Hook], subject: Any) -> None:
-    """Run event hooks in order; what one raises goes to the caller as
-    `_HookError`, so that neither the retry policy nor the breaker takes it
-    for the host's failure (a hook may well raise ConnectError of its own)."""
-    try:
-        for hook in list(hooks):
-            result = hook(subject)
-            if inspect.isawaitable(result):
-                await result
-    except Exception as exc:
-        raise _HookError(exc) from None
-
-
-class _HookError(Exception):
-    """Carries an event hook's exception from the attempt to `send()`, which
-    raises the hook's own exception: a hook that fails ends the request
-    (never retried, never counted against the host)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-# The outcome a breaker gets for an attempt a request hook stopped before it
-# went out: not an exception or status, so neither success nor failure.
-_NOT_SENT = object()
-
 
 class Client:
     """An async HTTP client with a connection pool. Use it as
@@ -141,8 +111,8 @@ class Client:
         self.circuit_breaker_manager = circuit_breaker_manager
         self.telemetry = telemetry
         self.max_response_size = max_response_size
-        self._hooks = _checked_hooks(event_hooks)
-        self._fleet: Any = _join_fleet(
+        self._hooks = checked_hooks(event_hooks)
+        self._fleet: Any = join_fleet(
             coordinator, coordinator_required,
             (max_connections, max_connections_per_host), circuit_breaker_manager,
         )
@@ -198,7 +168,7 @@ class Client:
 
     @event_hooks.setter
     def event_hooks(self, hooks: Mapping[str, Sequence[Hook]] | None) -> None:
-        self._hooks = _checked_hooks(hooks)
+        self._hooks = checked_hooks(hooks)
 
     def get_pool_stats(self) -> dict[str, dict[str, int]]:
         """Per origin ("host:port"): idle, in_use and total connections
@@ -305,7 +275,7 @@ class Client:
             if self.follow_redirects and response.is_redirect:
                 return await self._follow_from(request, response, True)
             return response
-        except _HookError as hooked:
+        except HookError as hooked:
             error = hooked.error
         raise error  # as send() does
 
@@ -382,7 +352,7 @@ class Client:
                     await response.aclose()
                     raise
             return response
-        except _HookError as hooked:
+        except HookError as hooked:
             error = hooked.error
         # Raised here, outside the handler: the hook's exception as it was
         # (its traceback and cause), not chained to the carrier.
@@ -488,7 +458,7 @@ class Client:
             except Exception as exc:
                 # Not a failure of the exchange (a hook's or an auth flow's
                 # own exception): never retried, reported once as the end.
-                error = exc.error if isinstance(exc, _HookError) else exc
+                error = exc.error if isinstance(exc, HookError) else exc
                 decision = policy.decide(state, error, body_replayable=False)
                 record = dataclasses.replace(decision.record, outcome="fail", delay=None)
                 await emit(self.telemetry, record, "fail")
@@ -550,11 +520,11 @@ class Client:
         gate = None
         if breaker is not None:
             url = request.url
-            gate = await self._breaker_gate(breaker, breaker.key_for(url.host, url.port or 0))
+            gate = await breaker_gate(self._fleet, breaker, breaker.key_for(url.host, url.port or 0))
         hooks = self._hooks
         try:
             if hooks["request"]:
-                await _run_hooks(hooks["request"], request)
+                await run_hooks(hooks["request"], request)
             started = time.perf_counter()
             transport = self._transport
             if type(transport) is HTTPTransport:
@@ -565,7 +535,7 @@ class Client:
             response._started = started
         except BaseException as exc:
             if gate is not None:
-                gate(_NOT_SENT if isinstance(exc, _HookError) else exc)
+                gate(NOT_SENT if isinstance(exc, HookError) else exc)
             raise
         response._request = request
         response.max_size = self.max_response_size
@@ -574,54 +544,18 @@ class Client:
             self.cookies.extract(request.url, set_cookies)
         try:
             if hooks["response"]:
-                await _run_hooks(hooks["response"], response)
+                await run_hooks(hooks["response"], response)
             if read_body and response._read_now() is None:
                 await response.aread()
         except BaseException as exc:
             await response.aclose()
             if gate is not None:
                 # A response hook's verdict is the caller's: the host answered.
-                gate(response.status_code if isinstance(exc, _HookError) else exc)
+                gate(response.status_code if isinstance(exc, HookError) else exc)
             raise
         if gate is not None:
             gate(response.status_code)
         return response
-
-    async def _breaker_gate(
-        self, breaker: DomainCircuitBreakerManager, key: str
-    ) -> Callable[[Any], None]:
-        """Admit one attempt to `key` or raise CircuitBreakerOpen; return the
-        function that settles it with the attempt's outcome.
-
-        With a coordinator the fleet's breaker state decides (read from
-        shared memory; a half-open probe is one lease fleet-wide) and
-        outcomes are reported to it; without one, or while it is
-        unreachable, the local breaker decides."""
-        fleet = self._fleet
-        fleet_state = fleet.breaker_state(key) if fleet is not None else None
-        if fleet_state is None and fleet is not None and await fleet.ensure():
-            # The worker joins the fleet lazily: on its first request the
-            # shared state is unread until it connects.
-            fleet_state = fleet.breaker_state(key)
-        if fleet_state is None:
-            permit = breaker.acquire(key)
-            return lambda outcome: breaker.record(permit, outcome)
-        state, remaining = fleet_state
-        if state == "open":
-            raise CircuitBreakerOpen(key, remaining)
-        probe = False
-        if state == "half_open":
-            probe = await fleet.breaker_acquire_probe(key)
-            if not probe:
-                raise CircuitBreakerOpen(key, 0.0)
-        counted = breaker.config.counted_categories
-
-        def settle(outcome: Any) -> None:
-            verdict = verdict_for(outcome, counted)
-            failed = None if verdict is Verdict.NEUTRAL else verdict is Verdict.FAILURE
-            fleet.record_outcome(key, failed, probe)
-
-        return settle
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -630,38 +564,3 @@ class Client:
 
 def _pop_send_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs.pop(k) for k in ("auth", "follow_redirects", "retry") if k in kwargs}
-
-
-def _checked_hooks(event_hooks: Mapping[str, Sequence[Hook]] | None) -> dict[str, list[Hook]]:
-    hooks: dict[str, list[Hook]] = {"request": [], "response": []}
-    for name, given in (event_hooks or {}).items():
-        if name not in hooks:
-            raise ValueError(f"unknown event hook {name!r}; use 'request' or 'response'")
-        hooks[name] = list(given)
-    return hooks
-
-
-def _join_fleet(
-    coordinator: Any,
-    required: bool,
-    local_caps: tuple[int | None, int | None],
-    breakers: DomainCircuitBreakerManager | None,
-) -> Any:
-    """The fleet backend for `coordinator=` (None without one). The
-    breaker settings go to the fleet so every worker trips at the same
-    counts."""
-    if coordinator is None or coordinator is False:
-        if required:
-            raise ValueError("coordinator_required=True needs coordinator=")
-        return None
-    from .shared._connect import connect_backend
-
-    fleet = connect_backend(coordinator, required=required, local_caps=local_caps)
-    if breakers is not None:
-        cfg = breakers.config
-        fleet.configure_breakers(
-            failure_threshold=cfg.failure_threshold,
-            recovery_timeout=cfg.recovery_timeout,
-            success_threshold=cfg.success_threshold,
-        )
-    return fleet
