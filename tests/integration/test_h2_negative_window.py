@@ -253,21 +253,29 @@ async def test_upload_waits_out_a_negative_window_and_sends_the_whole_body(
     assert not server.handler_errors
 
 
-async def test_window_left_negative_ends_in_write_timeout(
-    certs: TestCerts, raw_server: RawServerFactory
-) -> None:
-    server, handler = start(raw_server, open_after=None)
+async def upload_until_write_timeout(certs: TestCerts, server: RawServer, write: float) -> float:
+    """POST BODY with a write timeout of `write` seconds and require the
+    WriteTimeout (naming that timeout) with the loop alive throughout;
+    return how long it took."""
     conn = await dial(certs, server.port)
     began = time.monotonic()
     try:
         async with Heartbeat(), asyncio.timeout(5):
             conn.reserve_stream()
             request = Request("POST", f"{server.url}/upload", content=BODY)
-            with pytest.raises(hyperhttp.WriteTimeout, match="write timeout"):
-                await conn.handle_request(request, Timeout(5.0, write=0.3))
+            match = rf"for {write:.3g}s \(write timeout\)"
+            with pytest.raises(hyperhttp.WriteTimeout, match=match):
+                await conn.handle_request(request, Timeout(5.0, write=write))
     finally:
         conn.close()
-    elapsed = time.monotonic() - began
+    return time.monotonic() - began
+
+
+async def test_window_left_negative_ends_in_write_timeout(
+    certs: TestCerts, raw_server: RawServerFactory
+) -> None:
+    server, handler = start(raw_server, open_after=None)
+    elapsed = await upload_until_write_timeout(certs, server, 0.3)
     assert handler.lowered.is_set()
     with handler.upload.lock:
         assert handler.upload.acked, "the client never took the lowered window"
@@ -284,17 +292,7 @@ async def test_credit_that_never_lifts_the_window_does_not_restart_the_write_tim
     its window positive (1 KiB every 0.1 s against -49 KiB) must not hold
     the upload past its write timeout: each wake-up used to start it over."""
     server, handler = start(raw_server, open_after=None, nudge_every=0.1)
-    conn = await dial(certs, server.port)
-    began = time.monotonic()
-    try:
-        async with Heartbeat(), asyncio.timeout(5):
-            conn.reserve_stream()
-            request = Request("POST", f"{server.url}/upload", content=BODY)
-            with pytest.raises(hyperhttp.WriteTimeout, match=r"for 0\.5s \(write timeout\)"):
-                await conn.handle_request(request, Timeout(5.0, write=0.5))
-    finally:
-        conn.close()
-    elapsed = time.monotonic() - began
+    elapsed = await upload_until_write_timeout(certs, server, 0.5)
     assert handler.lowered.is_set()
     assert elapsed < 2.0, f"gave up after {elapsed:.2f}s"
     assert handler.upload.received() == WINDOW  # nothing sent while negative

@@ -64,6 +64,15 @@ async def until(predicate: Callable[[], bool], limit: float = BOUND) -> None:
         await asyncio.sleep(0.005)
 
 
+def start_in_order(
+    client: hyperhttp.Client, order: list[str], name: str, url: str
+) -> asyncio.Future[hyperhttp.Response]:
+    """GET `url` in a task that adds `name` to `order` when it is done."""
+    task = asyncio.ensure_future(client.get(url))
+    task.add_done_callback(lambda _: order.append(name))
+    return task
+
+
 class CapWatch:
     """Samples the pool's total while a test runs: the cap must hold."""
 
@@ -177,16 +186,11 @@ async def test_fifo_across_origins_through_idle_h2_connections(
         watch = CapWatch(pool)
         order: list[str] = []
 
-        def start(name: str, url: str) -> asyncio.Future[hyperhttp.Response]:
-            task = asyncio.ensure_future(client.get(url))
-            task.add_done_callback(lambda _: order.append(name))
-            return task
-
         h2_a, h2_b = https_server.url, by_ip(https_server)
-        tasks = [start("holder", h2_a + "/slow?delay=0.4")]
+        tasks = [start_in_order(client, order, "holder", h2_a + "/slow?delay=0.4")]
         await until(lambda: pool.total == 1 and bool(client.get_pool_stats()))
         for name, url in [("h1-1", http_server.url), ("h2-b", h2_b), ("h1-2", http_server.url)]:
-            tasks.append(start(name, url + "/echo"))
+            tasks.append(start_in_order(client, order, name, url + "/echo"))
             await until(lambda: pool.waiting == len(tasks) - 1)  # queued in order
 
         responses = await asyncio.wait_for(asyncio.gather(*tasks), BOUND)
@@ -210,19 +214,14 @@ async def test_fifo_between_a_stream_waiter_and_a_slot_waiter(
         watch = CapWatch(pool)
         order: list[str] = []
 
-        def start(name: str, url: str) -> asyncio.Future[hyperhttp.Response]:
-            task = asyncio.ensure_future(client.get(url))
-            task.add_done_callback(lambda _: order.append(name))
-            return task
-
-        holder = start("holder", server.url + "/slow?delay=0.4")
+        holder = start_in_order(client, order, "holder", server.url + "/slow?delay=0.4")
         await until(lambda: client.get_pool_stats().get(label(server), {}).get("streams") == 1)
         waiters = [("same", server.url), ("other", http_server.url)]
         if first == "other-origin":
             waiters.reverse()
         tasks = [holder]
         for name, url in waiters:
-            tasks.append(start(name, url + "/echo"))
+            tasks.append(start_in_order(client, order, name, url + "/echo"))
             await until(lambda: pool.waiting == len(tasks) - 1)  # queued in order
 
         responses = await asyncio.wait_for(asyncio.gather(*tasks), BOUND)
