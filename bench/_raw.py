@@ -11,6 +11,8 @@ Two front-ends share the counting:
 - ``raw-protocol``: a plain `asyncio.Protocol`, the issue's "minimal raw
   asyncio.Protocol client". The loop hands it a new `bytes` per read, as it
   does for aiohttp: an allocation per read and, on uvloop, a copy.
+
+The HTTP/2 scenarios get the same two front-ends from `_raw_h2.py`.
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> 
     parts.append("\n## Tables\n")
     parts.append("Rates are medians over the repeats. x best peer: this row ÷ the fastest "
                  "of aiohttp, httpx, niquests, hyperhttp-2.1.0 on the same loop. x raw: this "
-                 "row ÷ the raw client on the same loop (HTTP/1.1 only): a "
+                 "row ÷ the raw client on the same loop and protocol (HTTP/2: over the "
+                 "same TLS, with no h2 library): a "
                  "BufferedProtocol reading into one reused buffer, so it never copies "
                  "or allocates per read. raw-protocol is the same client on a plain "
                  "asyncio.Protocol (a new bytes object per read, as aiohttp gets); the "

@@ -93,9 +93,9 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("aiohttp", frozenset({"h1"})),  # aiohttp has no HTTP/2
     ClientSpec("httpx", frozenset({"h1", "h2"})),
     ClientSpec("niquests", frozenset({"h1", "h2"})),
-    ClientSpec("raw", frozenset({"h1"}), kinds=frozenset({"tiny", "download", "upload"}),
+    ClientSpec("raw", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download", "upload"}),
                role="raw"),
-    ClientSpec("raw-protocol", frozenset({"h1"}), kinds=frozenset({"tiny", "download"}),
+    ClientSpec("raw-protocol", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download"}),
                role="raw-protocol"),
     ClientSpec("wrk", frozenset({"h1"}), kinds=frozenset({"tiny"}), external=True,
                role="ceiling"),

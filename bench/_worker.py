@@ -254,6 +254,13 @@ class RawDriver(Driver):
     plain = False  # raw-protocol: a plain asyncio.Protocol, bytes per read
 
     async def open(self, cfg: dict[str, Any]) -> None:
+        if cfg["proto"] == "h2":
+            import _raw_h2
+
+            self.module = _raw_h2
+            self.client = _raw_h2.RawH2Client(cfg["url"], cfg["ca"], plain=self.plain)
+            self.seen = "HTTP/2"
+            return
         import _raw
 
         self.module = _raw
@@ -368,7 +375,7 @@ RUNNERS = {"tiny": run_tiny, "download": run_download, "upload": run_upload}
 
 def describe(module: Any) -> dict[str, str]:
     version = getattr(module, "__version__", None)
-    if version is None and getattr(module, "__name__", "") == "_raw":
+    if version is None and getattr(module, "__name__", "") in ("_raw", "_raw_h2"):
         version = "-"
     return {"version": str(version), "module_file": str(getattr(module, "__file__", "?"))}
 
