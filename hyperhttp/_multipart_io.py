@@ -236,18 +236,24 @@ async def _read_chunks(
     shared pool, a worker preempted between handing over its result and
     dropping it keeps a chunk alive while the next read runs on another
     worker: up to one stale chunk per pool thread (6 MiB peaks were
-    measured on 2 cores). One thread keeps it to the chunk in flight."""
+    measured on 2 cores). One thread keeps it to the chunks in flight: the
+    one the caller holds and the next, read while the caller writes."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(1, thread_name_prefix="hyperhttp-upload") if threaded else None
+    # Threaded: the next piece is read while the caller writes this one, so
+    # the socket is not left idle for a thread hop between pieces.
+    ahead: asyncio.Future[bytes] | None = None
     try:
         remaining = size
         while remaining is None or remaining > 0:
             n = chunk_size if remaining is None else min(chunk_size, remaining)
             if executor is not None:
-                chunk = await loop.run_in_executor(executor, read, n)
+                if ahead is None:
+                    ahead = loop.run_in_executor(executor, read, n)
+                chunk, ahead = await ahead, None
             else:
                 chunk = read(n)
             if not chunk:
@@ -261,9 +267,15 @@ async def _read_chunks(
                 chunk = bytes(chunk)
             if remaining is not None:
                 remaining -= len(chunk)
+            if executor is not None and (remaining is None or remaining > 0):
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                ahead = loop.run_in_executor(executor, read, n)
             yield chunk
             del chunk
     finally:
+        if ahead is not None:
+            # Abandoned read-ahead: its result (or error) is not wanted.
+            ahead.cancel()
         if executor is not None:
             # A read still running finishes on its own; the reader closes the
             # file when it returns (see _FileReader).

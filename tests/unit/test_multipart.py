@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import io
 import os
@@ -26,6 +27,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 import hyperhttp
 from hyperhttp._exceptions import LocalProtocolError, StreamConsumed
 from hyperhttp._multipart import MultipartEncoder, MultipartFile, build_multipart
+from hyperhttp._multipart_io import _FileReader
 
 MiB = 1024 * 1024
 
@@ -556,6 +558,95 @@ async def test_path_file_is_closed_when_the_pass_is_cancelled(
         if open_fds_to(p) == 0:
             break
         await asyncio.sleep(0.01)
+    assert open_fds_to(p) == 0
+
+
+class RecordedReads:
+    """Replaces `_FileReader.read`: records each call, raises on call `fail_at`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int = 0) -> None:
+        self.sizes: list[int] = []
+        original = _FileReader.read
+
+        def read(reader: _FileReader, n: int) -> bytes:
+            if len(self.sizes) + 1 == fail_at:
+                self.sizes.append(-1)
+                raise OSError(5, "Input/output error")
+            chunk = original(reader, n)
+            self.sizes.append(len(chunk))
+            return chunk
+
+        monkeypatch.setattr(_FileReader, "read", read)
+
+    async def wait_for(self, calls: int) -> None:
+        for _ in range(200):
+            if len(self.sizes) >= calls:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def first_file_chunk(it: AsyncIterator[bytes], size: int) -> bytes:
+    while len(chunk := await it.__anext__()) != size:
+        pass  # the part's head
+    return chunk
+
+
+async def test_the_next_file_chunk_is_read_while_the_caller_holds_this_one(
+    loop_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the caller writes a chunk to the socket, the reader thread reads
+    # the next: the socket is not left idle for a thread hop per chunk.
+    data = os.urandom(4500)
+    p = write(tmp_path / "a.bin", data)
+    reads = RecordedReads(monkeypatch)
+    enc = MultipartEncoder([("f", p)], chunk_size=1000)
+    it = enc.__aiter__()
+    assert await first_file_chunk(it, 1000) == data[:1000]
+    await reads.wait_for(2)
+    assert reads.sizes == [1000, 1000]  # the second read ran with the first chunk held
+    rest = [chunk async for chunk in it]
+    assert b"".join(rest).startswith(data[1000:])
+    # Never past the size announced: the last read asked for the 500 left.
+    assert reads.sizes == [1000, 1000, 1000, 1000, 500]
+
+
+async def test_an_abandoned_read_ahead_leaves_no_error_behind(
+    loop_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The read run ahead fails after the caller stopped: nobody wanted that
+    # chunk, so nothing is raised or logged as "never retrieved", and the
+    # file is closed.
+    p = write(tmp_path / "a.bin", os.urandom(5000))
+    reads = RecordedReads(monkeypatch, fail_at=2)
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        enc = MultipartEncoder([("f", p)], chunk_size=1000)
+        it = enc.__aiter__()
+        await first_file_chunk(it, 1000)
+        await reads.wait_for(2)
+        assert reads.sizes == [1000, -1]
+        await it.aclose()  # type: ignore[attr-defined]
+        del it
+        gc.collect()
+        await asyncio.sleep(0)
+        assert errors == []
+        assert open_fds_to(p) == 0
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_failed_read_ahead_is_raised_to_the_caller_that_takes_it(
+    loop_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = write(tmp_path / "a.bin", os.urandom(5000))
+    RecordedReads(monkeypatch, fail_at=2)
+    enc = MultipartEncoder([("f", p)], chunk_size=1000)
+    it = enc.__aiter__()
+    await first_file_chunk(it, 1000)
+    with pytest.raises(OSError, match="Input/output error"):
+        await it.__anext__()
     assert open_fds_to(p) == 0
 
 
