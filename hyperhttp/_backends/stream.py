@@ -49,17 +49,6 @@ def _spare_buffer(size: int) -> bytearray:
     return buf if len(buf) >= size else bytearray(size)
 
 
-def _readable(transport: asyncio.BaseTransport) -> bool:
-    """Whether the transport's socket has bytes (or EOF) waiting now."""
-    sock = transport.get_extra_info("socket")
-    fd = sock.fileno() if sock is not None else -1
-    if fd < 0:
-        return True  # no socket to ask: do not bet a request on it
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def _wake(fut: asyncio.Future[None] | None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(None)
@@ -85,10 +74,8 @@ class SocketStream(asyncio.BufferedProtocol):
         self._end = 0
         self._front = b""
         self._grow = False
-        # The last socket read filled all it was offered: the kernel may hold
-        # more, which this process has not seen (see is_dead_when_idle).
-        self._offered = 0
-        self._filled = False
+        # A poll object for this stream's socket (see is_dead_when_idle).
+        self._poller: select.poll | None = None
         self._eof = False
         self._closed = False
         self._exc: BaseException | None = None
@@ -131,12 +118,10 @@ class SocketStream(asyncio.BufferedProtocol):
             self._start = self._end = end = 0  # all read: start over at the front
         if self._grow or len(self._buf) - end < _MIN_FREE:
             end = self._make_room()
-        self._offered = len(self._buf) - end
         return self._view if end == 0 else self._view[end:]
 
     def buffer_updated(self, nbytes: int) -> None:
         end = self._end = self._end + nbytes
-        self._filled = nbytes == self._offered
         cap = len(self._buf)
         if end == cap:
             if cap < HIGH_WATER:
@@ -461,17 +446,25 @@ class SocketStream(asyncio.BufferedProtocol):
     def is_dead_when_idle(self) -> bool:
         """For a connection with no request in flight: closed, half-closed or
         holding bytes nobody asked for all mean it cannot be reused. Bytes
-        still in the kernel count too: when the last read filled its buffer
-        (the default loop reads once per turn), a response may have been
-        parsed and the connection released before the loop read what the
-        server sent after it, which the next request would take for its
-        answer. Only then is the socket polled."""
+        or a FIN still in the kernel count too: the loop may not have read
+        the socket since the response ended (a loop busy with other work, or
+        the default loop's one read per turn), and the next request would
+        take those bytes for its answer, or be sent into a closed
+        connection. So the socket is polled, once per reuse."""
         if self._closed or self._eof or self.has_buffered_data():
             return True
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        return self._filled and _readable(transport)
+        poller = self._poller
+        if poller is None:
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+            if fd < 0:
+                return False  # no socket to ask (a test double): trust the flags
+            poller = self._poller = select.poll()
+            poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def get_extra_info(self, name: str) -> Any:
         return None if self.transport is None else self.transport.get_extra_info(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -242,6 +243,55 @@ async def test_bytes_still_in_the_kernel_after_a_response_are_not_the_next_answe
         second = await client.get(server.url + "/second")
         third = await client.get(server.url + "/third")
     assert (second.content, third.content) == (b"/second", b"/third")
+    assert server.accepted == 2
+
+
+async def test_bytes_that_came_while_the_loop_was_busy_are_not_the_next_answer(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """A HEAD answered, then (a buggy server) a stray response 20 ms later,
+    while the caller's loop is busy with synchronous work: the loop has not
+    read the socket when the next request takes the pooled connection, so
+    the stray bytes are only in the kernel. They must not be its answer."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head_seen := await read_head(reader):
+            if head_seen.startswith(b"HEAD "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nREAL!")
+            await writer.drain()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        assert (await client.head(server.url + "/x")).status_code == 200
+        time.sleep(0.15)  # the loop busy with synchronous work: the point of the test
+        second = await client.get(server.url + "/real")
+    assert second.content == b"REAL!"
+    assert server.accepted == 2
+
+
+async def test_a_close_that_came_while_the_loop_was_busy_is_seen_before_reuse(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """The server closes an idle keep-alive connection after 20 ms while the
+    caller's loop is busy: the FIN is only in the kernel. A POST must go out
+    on a new connection, not into the closed one (where it fails and, not
+    being idempotent, may not be retried)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(GOOD)
+        await writer.drain()
+        await asyncio.sleep(0.02)  # its keep-alive timeout
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        assert (await client.get(server.url + "/first")).content == b"ok"
+        time.sleep(0.15)  # the loop busy with synchronous work: the point of the test
+        response = await client.post(server.url + "/second", content=b"data")
+    assert response.content == b"ok"
     assert server.accepted == 2
 
 
