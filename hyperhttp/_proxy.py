@@ -112,7 +112,15 @@ class Proxy:
         if not parsed.host:
             raise InvalidURL(f"proxy URL has no host: {_redact(parsed)}")
         if parsed.path != "/" or parsed.query or parsed.fragment:
-            raise InvalidURL(f"proxy URL must not have a path or query: {_redact(parsed)}")
+            # An "@" past the host means a "/", "?" or "#" in the password
+            # ended the authority early: its start is then in the "host" or
+            # "port", so nothing of the URL is shown.
+            tail = f"{parsed.path}?{parsed.query or ''}#{parsed.fragment or ''}"
+            shown = "" if "@" in tail else f": {_redact(parsed)}"
+            raise InvalidURL(
+                f"proxy URL must not have a path, query or fragment{shown} (percent-encode "
+                "'/', '?', '#' and '@' in a proxy user name or password)"
+            )
         port = parsed.port
         if port is None or not 0 < port < 65536:
             raise InvalidURL(f"invalid port in proxy URL {_redact(parsed)}")

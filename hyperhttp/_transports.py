@@ -119,8 +119,9 @@ class HTTPTransport:
         else:
             via = f"tunnel {route.proxy.redacted()}"
             origin = (origin[0], origin[1], origin[2], via)
-        # Keyed by the whole origin: a tunnel's route carries its target.
-        self.connector.routes.setdefault(origin, route)
+        # One entry per configured proxy and kind (the http:// proxy only
+        # forwards, the https:// one only tunnels), not one per origin.
+        self.connector.proxies.setdefault(via, route.proxy)
         return origin
 
     def get_pool_stats(self) -> dict[str, dict[str, int]]:

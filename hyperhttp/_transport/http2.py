@@ -180,9 +180,10 @@ class HTTP2Connection(H2Events):
                     self._loop.call_soon(self._on_release, self)
 
     # --- opening ------------------------------------------------------------
-    async def start(self, timeout: Timeout) -> None:
+    async def start(self, timeout: Timeout, left: float | None = None) -> None:
         """Wait for the server's SETTINGS (our preface is already sent), so
-        the first requests know its MAX_CONCURRENT_STREAMS."""
+        the first requests know its MAX_CONCURRENT_STREAMS. `left`: what is
+        left of the connect timeout after dialling (default: all of it)."""
         if self._settings_received:
             return
         if self._closed:
@@ -190,7 +191,7 @@ class HTTP2Connection(H2Events):
         fut = self._settings_waiter = self._loop.create_future()
         limit = timeout.connect
         try:
-            await wait_for(self._loop, fut, limit)
+            await wait_for(self._loop, fut, limit if left is None else left)
             if self.is_idle():
                 self._pinger.idle()
         except TimeoutError:

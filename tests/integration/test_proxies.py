@@ -18,6 +18,7 @@ import asyncio
 import base64
 import logging
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,8 +26,12 @@ import pytest
 
 import hyperhttp
 from hyperhttp._transport.dns import Address, DNSCache
+from hyperhttp.errors.retry import RetryPolicy
+from hyperhttp.utils.backoff import ExponentialBackoff
 from tests.support.certs import TestCerts
+from tests.support.fixtures import RawServerFactory
 from tests.support.proxies import ProxyPy, RecordingProxy, start_recording_proxy
+from tests.support.raw import read_head
 from tests.support.servers import ServerHandle
 
 USER, PASSWORD = "alice", "pr0xy-s3cret"
@@ -568,6 +573,149 @@ async def test_non_2xx_answer_to_connect_is_a_proxy_error(
     assert caught.value.status_code == status
     assert f"proxy http://127.0.0.1:{proxy.port}" in str(caught.value)
     assert https_server.stats.requests == 0
+
+
+INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
+
+
+@pytest.mark.parametrize("origin", ["https_server", "https_h1_server"])
+async def test_bytes_after_the_200_to_connect_are_refused_not_read_as_the_origin(
+    loop_name: str,
+    origin: str,
+    request: pytest.FixtureRequest,
+    proxy_factory: ProxyFactory,
+    ca_pem_path: str,
+) -> None:
+    # The origin cannot speak before our ClientHello: bytes right behind the
+    # proxy's 200 are the proxy's (or anyone's on the cleartext hop), and
+    # were handed to the caller as the verified origin's answer.
+    server: ServerHandle = request.getfixturevalue(origin)
+    proxy = proxy_factory(connect_answer=b"HTTP/1.1 200 Connection established\r\n\r\n" + INJECTED)
+    async with hyperhttp.Client(proxies=proxy.url, verify=ca_pem_path) as client:
+        with pytest.raises(hyperhttp.ProxyError) as caught:
+            await client.get(server.url + "/echo")
+        assert client.get_pool_stats() == {}
+    assert str(caught.value) == (
+        f"proxy http://127.0.0.1:{proxy.port} sent {len(INJECTED)} bytes after its 200 "
+        "answer to CONNECT, before the TLS handshake; they cannot come from the origin, "
+        "so the tunnel was refused"
+    )
+    assert server.stats.requests == 0
+
+
+async def test_interim_answers_before_the_200_to_connect_are_skipped(
+    loop_name: str, proxy_factory: ProxyFactory, https_server: ServerHandle, ca_pem_path: str
+) -> None:
+    # RFC 9110 15.2: a client parses any 1xx before the final answer. Sent a
+    # byte at a time, so every split of the heads is met.
+    proxy = proxy_factory(
+        connect_answer=b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 200 Connection established\r\n\r\n",
+        connect_drip=0.001,
+    )
+    async with hyperhttp.Client(proxies=proxy.url, verify=ca_pem_path) as client:
+        response = await client.get(https_server.url + "/echo")
+    assert response.status_code == 200
+    assert response.http_version == "HTTP/2"
+    assert [c.tunnel for c in proxy.connections] == [f"localhost:{https_server.port}"]
+
+
+async def test_the_connect_timeout_bounds_the_whole_tunnel_setup(
+    loop_name: str, proxy_factory: ProxyFactory, https_server: ServerHandle, ca_pem_path: str
+) -> None:
+    # A proxy dripping its 200 (a byte every 50 ms: 2 s in all) got a fresh
+    # connect timeout for every read, and the TLS handshake another.
+    proxy = proxy_factory(connect_drip=0.05)
+    timeout = hyperhttp.Timeout(10.0, connect=0.5)
+    loop = asyncio.get_running_loop()
+    async with hyperhttp.Client(proxies=proxy.url, verify=ca_pem_path, timeout=timeout) as client:
+        started = loop.time()
+        with pytest.raises(hyperhttp.ProxyError) as caught:
+            await client.post(https_server.url + "/echo", content=b"x")
+        elapsed = loop.time() - started
+        assert client.get_pool_stats() == {}
+    assert 0.45 <= elapsed < 1.5
+    assert str(caught.value) == (
+        f"proxy http://127.0.0.1:{proxy.port} did not complete the CONNECT exchange within "
+        "the connect timeout (0.5s)"
+    )
+    assert hyperhttp.errors.was_never_sent(caught.value)  # so even a POST may be retried
+
+
+@pytest.mark.parametrize("how", ["reset", "silent"])
+async def test_a_proxy_failing_during_connect_is_a_proxy_error_and_a_post_is_retried(
+    loop_name: str, how: str, raw_server: RawServerFactory, ca_pem_path: str
+) -> None:
+    # A reset or a silent proxy came out as ReadError / ReadTimeout, which
+    # the retry policy takes for "maybe sent": a POST that never left was
+    # not retried.
+    connects = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connects
+        await read_head(reader)
+        connects += 1
+        if how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            await asyncio.sleep(5)
+
+    proxy = raw_server(handler)
+    policy = RetryPolicy(max_retries=2, backoff_strategy=ExponentialBackoff(base=0.0))
+    timeout = hyperhttp.Timeout(10.0, connect=0.3)
+    async with hyperhttp.Client(
+        proxies=f"http://{USERINFO}@127.0.0.1:{proxy.port}", verify=ca_pem_path, retry=policy,
+        timeout=timeout,
+    ) as client:
+        with pytest.raises(hyperhttp.RetryError) as caught:
+            await client.post("https://origin.test:8443/upload", content=b"payload")
+        assert client.get_pool_stats() == {}
+    assert connects == 3
+    original = caught.value.original_exception
+    assert isinstance(original, hyperhttp.ProxyError)
+    message = str(original)
+    assert f"proxy http://{USER}:[secure]@127.0.0.1:{proxy.port}" in message
+    assert PASSWORD not in message
+    assert ("during CONNECT" if how == "reset" else "connect timeout (0.3s)") in message
+
+
+async def test_a_proxy_name_that_does_not_resolve_is_a_proxy_error(loop_name: str) -> None:
+    async def resolver(host: str, port: int) -> list[Address]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    transport = hyperhttp.HTTPTransport(
+        proxies=f"http://{USERINFO}@proxy.corp.test:3128", dns=DNSCache(resolver=resolver)
+    )
+    async with hyperhttp.Client(transport=transport) as client:
+        for url in ("http://origin.test/", "https://origin.test/"):
+            with pytest.raises(hyperhttp.ProxyError) as caught:
+                await client.get(url)
+            assert str(caught.value) == (
+                f"could not reach proxy http://{USER}:[secure]@proxy.corp.test:3128 "
+                "(DNSError): Name or service not known"
+            )
+
+
+async def test_tunnels_to_many_origins_leave_no_per_origin_state(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    # The connector kept a route per tunnelled origin, for ever: a crawler
+    # behind a proxy grew without bound. Now one entry per configured proxy.
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    proxy = raw_server(refuse)
+    transport = hyperhttp.HTTPTransport(proxies=f"http://127.0.0.1:{proxy.port}")
+    async with hyperhttp.Client(transport=transport) as client:
+        for i in range(50):
+            with pytest.raises(hyperhttp.ProxyError):
+                await client.get(f"https://origin{i}.test/")
+        assert len(transport.connector.proxies) == 1
+        assert client.get_pool_stats() == {}
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])

@@ -211,6 +211,9 @@ class RecordingProxy:
     `credentials=("user", "pass")` answers 407 to any request without that
     Basic `Proxy-Authorization`; `connect_status=403` answers every CONNECT
     with that status; `hosts` maps names to the addresses the proxy dials.
+    `connect_answer` replaces the bytes of a successful CONNECT's answer
+    (the tunnel still follows), sent one byte every `connect_drip` seconds
+    when that is set.
     """
 
     def __init__(
@@ -219,9 +222,13 @@ class RecordingProxy:
         credentials: tuple[str, str] | None = None,
         connect_status: int | None = None,
         hosts: Mapping[str, str] | None = None,
+        connect_answer: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n",
+        connect_drip: float = 0.0,
     ) -> None:
         self.credentials = credentials
         self.connect_status = connect_status
+        self.connect_answer = connect_answer
+        self.connect_drip = connect_drip
         self.hosts = dict(hosts or {"localhost": "127.0.0.1"})
         self._records: list[ProxyConnectionRecord] = []
         self._lock = threading.Lock()
@@ -356,8 +363,14 @@ class RecordingProxy:
             return
         record.tunnel = target
         client.tunnelling = True
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
+            if self.connect_drip:
+                for byte in self.connect_answer:
+                    writer.write(bytes((byte,)))
+                    await writer.drain()
+                    await asyncio.sleep(self.connect_drip)
+            else:
+                writer.write(self.connect_answer)
             await asyncio.gather(_pipe(client, up_writer), _pipe(up_reader, writer))
         finally:
             up_writer.close()
@@ -417,6 +430,8 @@ def start_recording_proxy(
     alpn: Sequence[str] = ("http/1.1",),
     credentials: tuple[str, str] | None = None,
     connect_status: int | None = None,
+    connect_answer: bytes | None = None,
+    connect_drip: float = 0.0,
 ) -> RecordingProxy:
     """A started `RecordingProxy`; with `tls`, it listens with the test
     server certificate (``https://localhost:PORT``) offering `alpn`."""
@@ -424,7 +439,10 @@ def start_recording_proxy(
     if tls:
         assert certs is not None, "TLS needs certs"
         context = certs.server_ssl_context(alpn=alpn)
-    proxy = RecordingProxy(credentials=credentials, connect_status=connect_status)
+    proxy = RecordingProxy(credentials=credentials, connect_status=connect_status,
+                           connect_drip=connect_drip)
+    if connect_answer is not None:
+        proxy.connect_answer = connect_answer
     return proxy.start(context)
 
 

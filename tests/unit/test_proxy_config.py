@@ -732,3 +732,34 @@ def test_a_proxy_password_misread_as_a_port_is_not_quoted(monkeypatch: pytest.Mo
     with pytest.raises(hyperhttp.InvalidURL, match="HTTPS_PROXY") as caught:
         hyperhttp.Client()
     assert "Pa55w0rd" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "pieces"),
+    [
+        ("http://bob:8123/secret@proxy.corp:3128", ["8123", "secret"]),
+        ("http://bob:4242?tok@proxy.corp:3128", ["4242", "tok"]),
+        ("http://bob:9999#fr4g@proxy.corp:3128", ["9999", "fr4g"]),
+    ],
+)
+def test_an_all_digit_password_start_misread_as_a_port_is_not_quoted(
+    bad: str, pieces: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Digits before the unencoded "/", "?" or "#" parse as a valid port, so
+    # the port check passed and the path check quoted "bob:8123".
+    monkeypatch.setenv("HTTPS_PROXY", bad)
+    for make in (lambda: Proxy(bad), lambda: hyperhttp.Client(proxies=bad), hyperhttp.Client):
+        with pytest.raises(hyperhttp.InvalidURL) as caught:
+            make()
+        text = f"{caught.value} {caught.value!r}"
+        assert not [p for p in pieces if p in text], text
+        assert "percent-encode '/', '?', '#' and '@'" in text
+
+
+def test_a_proxy_url_with_a_path_still_names_the_proxy() -> None:
+    with pytest.raises(InvalidURL) as caught:
+        Proxy(f"http://bob:{SECRET}@proxy.corp:3128/path")
+    assert str(caught.value) == (
+        "proxy URL must not have a path, query or fragment: http://bob:[secure]@proxy.corp:3128 "
+        "(percent-encode '/', '?', '#' and '@' in a proxy user name or password)"
+    )
