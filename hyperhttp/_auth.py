@@ -83,8 +83,9 @@ def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-def _to_str(value: str | bytes) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+def _display(value: str | bytes) -> str:
+    """A credential as text for a `repr`: bytes in any encoding, never failing."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def basic_auth_header(username: str | bytes, password: str | bytes) -> str:
@@ -97,7 +98,8 @@ def basic_auth_header(username: str | bytes, password: str | bytes) -> str:
 
 
 class BasicAuth(Auth):
-    """HTTP Basic authentication (RFC 7617), credentials encoded as UTF-8.
+    """HTTP Basic authentication (RFC 7617), credentials encoded as UTF-8
+    (bytes are sent as given).
 
     ``BasicAuth("alice", "s3cret")`` sends
     ``Authorization: Basic YWxpY2U6czNjcmV0`` on every request.
@@ -107,7 +109,7 @@ class BasicAuth(Auth):
         if b":" in _to_bytes(username):
             # RFC 7617 section 2: the first colon separates user-id from password.
             raise ValueError("a Basic auth username cannot contain ':'")
-        self.username = _to_str(username)
+        self.username = _display(username)
         # Built once: the header is the same for every request.
         self._header = basic_auth_header(username, password)
 
@@ -295,8 +297,10 @@ _ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
 
 @dataclass(frozen=True, slots=True)
 class _DigestChallenge:
-    realm: str
+    realm: str  # header text, echoed as it came (latin-1 decoded from the wire)
     nonce: str
+    realm_raw: bytes  # the bytes the server sent: what the hashes cover
+    nonce_raw: bytes
     opaque: str | None
     algorithm: str  # canonical, e.g. "SHA-256-sess"
     send_algorithm: bool  # the server named it, so we echo it
@@ -332,6 +336,8 @@ def _digest_challenge(challenge: Challenge) -> _DigestChallenge | None:
     return _DigestChallenge(
         realm=p["realm"],
         nonce=p["nonce"],
+        realm_raw=_wire_bytes(p["realm"]),
+        nonce_raw=_wire_bytes(p["nonce"]),
         opaque=p.get("opaque"),
         algorithm=base + ("-sess" if session else ""),
         send_algorithm=given is not None,
@@ -359,8 +365,29 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _needs_ext_value(value: str) -> bool:
-    return not value.isascii() or _CTL.search(value) is not None
+def _wire_bytes(text: str) -> bytes:
+    """The bytes `text` stands for in a header: field values are decoded from
+    (and sent as) latin-1. Text beyond latin-1 can only have been written in
+    code (a MockTransport response), and is read as UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _username_param(username: bytes) -> str:
+    """``username="..."``, or RFC 8187 ``username*=`` when it is not plain
+    ASCII: UTF-8 when the bytes are UTF-8, else ISO-8859-1, the other charset
+    RFC 8187 requires (any bytes are valid in it). Percent-decoding gives the
+    server the exact bytes either way."""
+    if username.isascii() and _CTL.search(username.decode("ascii")) is None:
+        return "username=" + _quote(username.decode("ascii"))
+    try:
+        username.decode("utf-8")
+        charset = "UTF-8"
+    except UnicodeDecodeError:
+        charset = "ISO-8859-1"
+    return f"username*={charset}''" + quote(username, safe=_ATTR_CHAR_SAFE)
 
 
 class DigestAuth(Auth):
@@ -373,6 +400,10 @@ class DigestAuth(Auth):
     its 401 reaches the caller. After the first challenge, later requests to
     the same origin send credentials straight away with the next nonce-count;
     a ``stale=true`` answer is retried once with the new nonce.
+
+    Text credentials are hashed as UTF-8, bytes as given. Everything echoed
+    from the challenge (realm, nonce) is hashed as the exact bytes the server
+    sent, so a non-ASCII realm works whatever its encoding.
 
     ``cnonce_factory`` returns the client nonce for each request (random by
     default; fix it in tests).
@@ -387,8 +418,10 @@ class DigestAuth(Auth):
         *,
         cnonce_factory: Callable[[], str] | None = None,
     ) -> None:
-        self.username = _to_str(username)
-        self._password = _to_str(password)
+        self.username = _display(username)
+        self._username = _to_bytes(username)
+        self._password = _to_bytes(password)
+        self._user_param = _username_param(self._username)  # when not userhash
         self._cnonce_factory = cnonce_factory or (lambda: secrets.token_hex(16))
         # The last challenge per origin, reused pre-emptively.
         self._challenges: OrderedDict[tuple[str, str, int], _DigestChallenge] = OrderedDict()
@@ -464,7 +497,7 @@ class DigestAuth(Auth):
         uri = request.url.target
         response = _digest_response(
             challenge,
-            username=self.username,
+            username=self._username,
             password=self._password,
             method=request.method,
             uri=uri,
@@ -473,12 +506,10 @@ class DigestAuth(Auth):
         )
         if challenge.userhash:
             user_param = "username=" + _quote(
-                _hash(challenge.hash_name, f"{self.username}:{challenge.realm}")
+                _hash(challenge.hash_name, self._username, challenge.realm_raw)
             )
-        elif _needs_ext_value(self.username):
-            user_param = "username*=UTF-8''" + quote(self.username, safe=_ATTR_CHAR_SAFE)
         else:
-            user_param = "username=" + _quote(self.username)
+            user_param = self._user_param
         parts = [
             user_param,
             "realm=" + _quote(challenge.realm),
@@ -500,26 +531,34 @@ class DigestAuth(Auth):
         return "Digest " + ", ".join(parts)
 
 
-def _hash(hash_name: str, data: str) -> str:
-    return hashlib.new(hash_name, data.encode("utf-8")).hexdigest()
+def _hash(hash_name: str, *fields: bytes) -> str:
+    """H() of the fields joined by ":"; the hex digest is ASCII text."""
+    return hashlib.new(hash_name, b":".join(fields)).hexdigest()
 
 
 def _digest_response(
     challenge: _DigestChallenge,
     *,
-    username: str,
-    password: str,
+    username: bytes,
+    password: bytes,
     method: str,
     uri: str,
     nc: int,
     cnonce: str,
 ) -> str:
-    """The ``response=`` value of RFC 7616 section 3.4.1 (qop=auth or none)."""
+    """The ``response=`` value of RFC 7616 section 3.4.1 (qop=auth or none).
+
+    Each field is hashed as the bytes that travel for it: the header's (the
+    realm and nonce as the server sent them; cnonce, uri and method as this
+    request sends them), and for the credentials, which never travel, UTF-8
+    or the bytes the caller gave."""
     h = challenge.hash_name
-    ha1 = _hash(h, f"{username}:{challenge.realm}:{password}")
+    nonce = challenge.nonce_raw
+    cn = _wire_bytes(cnonce)
+    ha1 = _hash(h, username, challenge.realm_raw, password).encode("ascii")
     if challenge.session:
-        ha1 = _hash(h, f"{ha1}:{challenge.nonce}:{cnonce}")
-    ha2 = _hash(h, f"{method}:{uri}")
+        ha1 = _hash(h, ha1, nonce, cn).encode("ascii")
+    ha2 = _hash(h, _wire_bytes(method), _wire_bytes(uri)).encode("ascii")
     if challenge.qop is None:
-        return _hash(h, f"{ha1}:{challenge.nonce}:{ha2}")
-    return _hash(h, f"{ha1}:{challenge.nonce}:{nc:08x}:{cnonce}:{challenge.qop}:{ha2}")
+        return _hash(h, ha1, nonce, ha2)
+    return _hash(h, ha1, nonce, b"%08x" % nc, cn, challenge.qop.encode("ascii"), ha2)

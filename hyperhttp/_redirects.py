@@ -5,7 +5,9 @@ anything but HEAD into GET; 301 and 302 turn POST into GET; 307 and 308
 keep the method and the body, which must then be replayable. On a change
 of origin the credentials of the old origin stay behind: Authorization,
 Proxy-Authorization and Cookie are dropped (cookies for the new origin come
-from the jar again).
+from the jar again). A change to GET drops the body and the headers that
+describe it (RFC 9110 section 15.4). A user name and password written into
+a Location are removed, never used: the server chose them, not the caller.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ from ._models import Request, Response
 from ._urls import URL
 
 _CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
-_BODY_HEADERS = ("content-length", "content-type", "transfer-encoding")
+# RFC 9110 section 15.4's list of content-specific fields, plus the framing
+# (Transfer-Encoding) and the RFC 9530 successors of Digest.
+_BODY_HEADERS = (
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "digest",
+    "content-digest",
+    "repr-digest",
+    "last-modified",
+)
 
 
 def redirect_method(method: str, status: int) -> str:
@@ -41,6 +56,9 @@ def redirect_url(request: Request, response: Response) -> URL:
         ) from None
     if url.scheme not in ("http", "https"):
         raise InvalidURL(f"redirect to unsupported scheme {url.scheme!r}")
+    # Credentials in a Location would be kept for every later relative hop
+    # and shown in response.url; the caller's auth is what authenticates.
+    url = url.without_credentials()
     if not url.fragment and request.url.fragment:
         url = url.copy_with(fragment=request.url.fragment)
     return url

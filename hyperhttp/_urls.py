@@ -13,6 +13,7 @@ password, and are what error messages use.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
@@ -24,6 +25,12 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = "/?%:@!$&'()*+,;=-._~"
 _FORBIDDEN = frozenset([chr(i) for i in range(0x20)] + ["\x7f"])
+# A reference with `//` but no host after it (`http://`, `//`, `http:///x`,
+# `//:80/`), read after the clean-up urlsplit does (leading C0 controls and
+# spaces, and any tab or newline, removed).
+_EMPTY_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//(?:[^/?#]*@)?(?::[^/?#]*)?(?:[/?#]|$)")
+_C0_OR_SPACE = "".join(chr(i) for i in range(0x21))
+_URLSPLIT_DROPS = str.maketrans("", "", "\t\r\n")
 
 PrimitiveValue: TypeAlias = str | int | float | bool | None
 QueryParams: TypeAlias = (
@@ -310,8 +317,23 @@ class URL:
         return new
 
     def join(self, url: str | URL) -> URL:
-        """Resolve `url` against this one, as a browser resolves a link."""
-        return URL(urljoin(str(self), str(url)))
+        """Resolve `url` against this one, as a browser resolves a link.
+
+        Raises `InvalidURL` when `url` cannot be parsed, or when it has `//`
+        but no host after it: urljoin would quietly keep this URL's host,
+        where RFC 3986 resolves to an empty host, which for http is no URL
+        at all (a redirect there would loop back here).
+        """
+        reference = str(url)
+        try:
+            text = urljoin(str(self), reference)
+        except ValueError as exc:  # e.g. an unbalanced "[": urlsplit's own error
+            raise InvalidURL(_split_failure(exc)) from None
+        joined = URL(text)
+        probe = reference.lstrip(_C0_OR_SPACE).translate(_URLSPLIT_DROPS)
+        if joined._scheme in DEFAULT_PORTS and _EMPTY_AUTHORITY.match(probe):
+            raise InvalidURL("URL has '//' but no host after it")
+        return joined
 
     def without_credentials(self) -> URL:
         if self._username is None and self._password is None:

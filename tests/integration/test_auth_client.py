@@ -18,6 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
+from urllib.request import parse_http_list, parse_keqv_list
 
 import httpbin  # type: ignore[import-untyped]
 import pytest
@@ -29,6 +30,8 @@ from hyperhttp._auth import AuthFlow
 from hyperhttp.errors.retry import RetryPolicy
 from hyperhttp.utils.backoff import ExponentialBackoff
 from tests.support.digest_server import DigestServer
+from tests.support.fixtures import RawServerFactory
+from tests.support.raw import read_head
 from tests.support.servers import ServerHandle
 
 USER, PASSWORD = "Mufasa", "Circle of Life"
@@ -90,9 +93,11 @@ def pool_is_idle(client: hyperhttp.Client) -> bool:
         ((b"alice", b"s3cret"), BASIC_ALICE),
         (BasicAuth("alice", "s3cret"), BASIC_ALICE),
         (BasicAuth("j\u00f6rg", "p\u00e4ss"), "Basic asO2cmc6cMOkc3M="),  # "jörg:päss" as UTF-8
+        # Bytes in another encoding go out as given: "jörg:päss" as latin-1.
+        ((b"j\xf6rg", b"p\xe4ss"), "Basic avZyZzpw5HNz"),
         (BearerAuth("abc.def.ghi"), "Bearer abc.def.ghi"),
     ],
-    ids=["tuple", "bytes-tuple", "basic", "basic-utf8", "bearer"],
+    ids=["tuple", "bytes-tuple", "basic", "basic-utf8", "latin1-bytes-tuple", "bearer"],
 )
 async def test_client_default_auth_reaches_the_server(
     loop_name: str, http_server: ServerHandle, auth: Any, expected: str
@@ -269,6 +274,58 @@ async def test_digest_against_httpbin(loop_name: str, httpbin_url: str, algorith
         response = await client.get(url)
         assert response.status_code == 200, response.text
         assert response.json() == {"authenticated": True, "user": "user"}
+
+
+REALM_UTF8 = "B\u00fcro M\u00fcnchen".encode()  # as the server sends it: UTF-8 bytes
+
+
+def _raw_digest_answer(head: bytes, password: bytes) -> bytes:
+    """The status line and fields for one request to a Digest server whose
+    realm is UTF-8 on the wire; the answer is checked over the raw bytes."""
+    lines = head.split(b"\r\n")
+    method, target, _ = lines[0].split(b" ", 2)
+    values = [v.strip() for n, _, v in (ln.partition(b":") for ln in lines[1:])
+              if n.strip().lower() == b"authorization"]
+    challenge = (b'WWW-Authenticate: Digest realm="' + REALM_UTF8
+                 + b'", nonce="n0", qop="auth", algorithm=SHA-256\r\n')
+    if not values:
+        return b"HTTP/1.1 401 Unauthorized\r\n" + challenge
+    text = values[0].decode("latin-1").removeprefix("Digest ")
+    p = {k: v.encode("latin-1") for k, v in parse_keqv_list(parse_http_list(text)).items()}
+
+    def h(*fields: bytes) -> bytes:
+        return hashlib.sha256(b":".join(fields)).hexdigest().encode()
+
+    ha1 = h(p["username"], REALM_UTF8, password)
+    ha2 = h(method, target)
+    expected = h(ha1, b"n0", p["nc"], p["cnonce"], b"auth", ha2)
+    if p["realm"] == REALM_UTF8 and p["uri"] == target and p["response"] == expected:
+        return b"HTTP/1.1 200 OK\r\n"
+    return b"HTTP/1.1 403 Forbidden\r\n"
+
+
+async def test_digest_non_ascii_realm_at_a_raw_server(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """The realm's UTF-8 bytes reach the client latin-1-decoded; the hash must
+    cover the bytes themselves, and the header must echo them unchanged."""
+    password = "p\u00e4ss w\u00f6rd"
+    statuses: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await read_head(reader):
+            answer = _raw_digest_answer(head, password.encode())
+            statuses.append(answer.split(b" ", 2)[1])
+            writer.write(answer + b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(auth=DigestAuth("u", password), http2=False) as client:
+        first = await client.get(server.url + "/x?q=1")
+        second = await client.get(server.url + "/y")  # pre-emptive, nc=2
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert statuses == [b"401", b"200", b"200"]
+    assert server.handler_errors == []
 
 
 # --- custom schemes -----------------------------------------------------------------

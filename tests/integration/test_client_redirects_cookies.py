@@ -99,6 +99,45 @@ async def test_301_302_turn_post_into_get(
     assert "transfer-encoding" not in headers
 
 
+# RFC 9110 section 15.4: fields about the content, which a GET without a body
+# must not carry (Content-Digest is the RFC 9530 successor of Digest).
+CONTENT_FIELDS = {
+    "Content-Encoding": "gzip",
+    "Content-Language": "de",
+    "Content-Location": "/form/draft",
+    "Digest": "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+    "Content-Digest": "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+    "Last-Modified": "Tue, 15 Nov 1994 12:45:26 GMT",
+}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+async def test_change_to_get_drops_every_content_field(
+    loop_name: str, http_server: ServerHandle, status: int
+) -> None:
+    async with hyperhttp.Client(http2=False, follow_redirects=True) as client:
+        response = await client.post(
+            redirect_to(http_server, "/echo", status), content=b"\x1f\x8b not really gzip",
+            headers={**CONTENT_FIELDS, "Content-Type": "application/json", "X-Kept": "yes"},
+        )
+    assert response.json()["method"] == "GET"
+    headers = seen_headers(response)
+    assert sorted({name.lower() for name in CONTENT_FIELDS} & headers.keys()) == []
+    assert "content-type" not in headers
+    assert headers["x-kept"] == ["yes"]  # only the content's own fields go
+
+
+async def test_307_keeps_the_content_fields(loop_name: str, http_server: ServerHandle) -> None:
+    async with hyperhttp.Client(http2=False, follow_redirects=True) as client:
+        response = await client.post(
+            redirect_to(http_server, "/echo", 307), content=b"payload", headers=CONTENT_FIELDS
+        )
+    headers = seen_headers(response)
+    assert response.json()["body"] == "payload"
+    for name, value in CONTENT_FIELDS.items():
+        assert headers[name.lower()] == [value]
+
+
 async def test_302_keeps_put(loop_name: str, http_server: ServerHandle) -> None:
     async with hyperhttp.Client(http2=False, follow_redirects=True) as client:
         response = await client.put(redirect_to(http_server, "/echo", 302), content=b"body")
@@ -139,6 +178,44 @@ async def test_relative_location(loop_name: str, http_server: ServerHandle) -> N
         assert response.json()["query"] == "q=2"
         response = await client.get(redirect_to(http_server, "../echo/up"))
         assert response.json()["path"] == "/echo/up"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://[::1/next",  # urllib cannot split these (unbalanced brackets)
+        "//[zz/",
+        "http://a]b/",
+        "http://",  # '//' but no host: must not fall back to this host and loop
+        "//",
+        "http:///next",
+    ],
+)
+async def test_unusable_location_is_reported_at_once(
+    loop_name: str, http_server: ServerHandle, location: str
+) -> None:
+    async with hyperhttp.Client(http2=False, follow_redirects=True, max_redirects=5) as client:
+        with pytest.raises(hyperhttp.RemoteProtocolError, match="has an invalid Location"):
+            await client.get(redirect_to(http_server, location))
+        assert nothing_in_use(client)
+    assert http_server.stats.requests == 1
+
+
+async def test_credentials_in_a_location_are_dropped(
+    loop_name: str, http_server: ServerHandle
+) -> None:
+    # Hop 1 names user:password in its Location; hop 2 is relative to it.
+    planted = http_server.url.replace("http://", "http://planted:s3cr3t@")
+    hop = planted + "/redirect-to?url=" + quote("echo?x=1", safe="")
+    async with hyperhttp.Client(http2=False, follow_redirects=True) as client:
+        response = await client.get(redirect_to(http_server, hop))
+    assert str(response.url) == http_server.url + "/echo?x=1"
+    for r in [*response.history[1:], response]:
+        assert r.url.username is None and r.url.password is None
+        assert "s3cr3t" not in str(r.url) and "planted" not in str(r.url)
+    headers = seen_headers(response)
+    assert "authorization" not in headers  # never turned into credentials
+    assert headers["host"] == [http_server.url.split("/")[2]]
 
 
 async def test_max_redirects(loop_name: str, http_server: ServerHandle) -> None:

@@ -293,6 +293,92 @@ def test_rfc2069_without_qop(with_algorithm: bool) -> None:
     assert p["response"] == H("MD5", f"{ha1}:N1:{ha2}")
 
 
+# --- Digest: bytes on the wire ---------------------------------------------------
+
+
+def H_bytes(algorithm: str, *fields: bytes) -> str:
+    """RFC 7616 H(a:b:...) over bytes, straight from hashlib."""
+    return hashlib.new(_HASHLIB[algorithm], b":".join(fields)).hexdigest()
+
+
+def as_received(raw: bytes) -> str:
+    """Header text as a response carries it: the wire bytes decoded as latin-1."""
+    return raw.decode("latin-1")
+
+
+@pytest.mark.parametrize("userhash", [False, True])
+@pytest.mark.parametrize(
+    ("realm", "nonce"),
+    [
+        ("B\u00fcro".encode(), b"n0"),  # UTF-8 realm
+        ("B\u00fcro".encode("latin-1"), b"n0"),  # ISO-8859-1 realm
+        (b"api@example.org", "n\u00e9".encode()),  # non-ASCII nonce
+    ],
+    ids=["utf8-realm", "latin1-realm", "utf8-nonce"],
+)
+def test_challenge_values_are_hashed_as_the_bytes_the_server_sent(
+    realm: bytes, nonce: bytes, userhash: bool
+) -> None:
+    auth = DigestAuth("j\u00f6rg", "p\u00e4ss", cnonce_factory=fixed("c0"))
+    www = (
+        f'Digest realm="{as_received(realm)}", nonce="{as_received(nonce)}", qop="auth", '
+        f"algorithm=SHA-256-sess, userhash={str(userhash).lower()}"
+    )
+    response, calls = drive(
+        auth, Request("GET", "http://h/x"), lambda r, a: unauthorized(r, www) if a == 0 else ok(r)
+    )
+    assert response.status_code == 200
+    p = digest_params(calls[1])
+    user, password = "j\u00f6rg".encode(), "p\u00e4ss".encode()  # str credentials: UTF-8
+    inner = H_bytes("SHA-256", user, realm, password)
+    ha1 = H_bytes("SHA-256", inner.encode(), nonce, b"c0")
+    ha2 = H_bytes("SHA-256", b"GET", b"/x")
+    assert p["response"] == H_bytes("SHA-256", ha1.encode(), nonce, b"00000001", b"c0", b"auth",
+                                    ha2.encode())
+    # Echoed as received, so the header carries the server's own bytes back.
+    assert (p["realm"], p["nonce"]) == (as_received(realm), as_received(nonce))
+    if userhash:
+        assert p["username"] == H_bytes("SHA-256", user, realm)
+    else:
+        assert p["username*"] == "UTF-8''j%C3%B6rg"
+
+
+def test_bytes_credentials_in_any_encoding() -> None:
+    """Bytes are the caller's exact credentials: sent and hashed as given,
+    whatever their encoding; a repr shows what it can and never the password."""
+    user, password = "j\u00fcrgen".encode("latin-1"), "p\u00e4ss".encode("latin-1")
+    basic = BasicAuth(user, password)
+    _, calls = drive(basic, Request("GET", "http://h/"), lambda r, a: ok(r))
+    assert calls == ["Basic " + base64.b64encode(user + b":" + password).decode()]
+    # Undecodable bytes are shown escaped (one backslash, as repr doubles it).
+    assert repr(basic) == r"BasicAuth(username='j\\xfcrgen', password=[secure])"
+    shorthand = build_auth((user, password))
+    assert isinstance(shorthand, BasicAuth)
+    assert repr(shorthand) == repr(basic)
+
+    for userhash in (False, True):
+        digest = DigestAuth(user, password, cnonce_factory=fixed("c"))
+        assert repr(digest) == r"DigestAuth(username='j\\xfcrgen', password=[secure])"
+        www = challenge(realm="r", nonce="n", qop="auth") + f", userhash={userhash}"
+        _, calls = drive(
+            digest, Request("GET", "http://h/x"),
+            lambda r, a, www=www: unauthorized(r, www) if a == 0 else ok(r),
+        )
+        p = digest_params(calls[1])
+        ha1 = H_bytes("MD5", user, b"r", password)
+        ha2 = H_bytes("MD5", b"GET", b"/x")
+        assert p["response"] == H_bytes("MD5", ha1.encode(), b"n", b"00000001", b"c", b"auth",
+                                        ha2.encode())
+        if userhash:
+            assert p["username"] == H_bytes("MD5", user, b"r")
+        else:
+            # Not UTF-8, so labelled with RFC 8187's other charset; the
+            # percent-encoding carries the exact bytes.
+            assert p["username*"] == "ISO-8859-1''j%FCrgen"
+    utf8 = DigestAuth("j\u00fcrgen".encode(), b"pw")
+    assert repr(utf8) == "DigestAuth(username='j\u00fcrgen', password=[secure])"
+
+
 # --- Challenge parsing ---------------------------------------------------------
 
 

@@ -120,6 +120,28 @@ def test_join() -> None:
     assert str(base.join("https://x/")) == "https://x/"
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "http://[::1/next",  # unbalanced brackets: urlsplit raises ValueError
+        "//[zz/",
+        "http://a]b/",
+        "http://",  # '//' and nothing after it: urljoin would keep base's host
+        "HTTP://",
+        "//",
+        "http:///next",
+        "http:/\t/",  # urlsplit drops the tab, leaving "http://"
+    ],
+)
+def test_join_refuses_what_cannot_be_resolved(reference: str) -> None:
+    base = URL("http://h/a/b?x=1")
+    with pytest.raises(hyperhttp.InvalidURL):
+        base.join(reference)
+    # A host after the '//' is still a reference to that host.
+    assert str(base.join("//other/next")) == "http://other/next"
+    assert str(base.join("http:next")) == "http://h/a/next"
+
+
 def test_copy_with_and_immutability() -> None:
     url = URL("http://h/a?x=1")
     changed = url.copy_with(scheme="HTTPS", host="Other.Example", port=444, path="/b c")
