@@ -13,12 +13,46 @@ from typing import Any
 
 from ._exceptions import CircuitBreakerOpen
 from .errors.circuit_breaker import DomainCircuitBreakerManager, Verdict, verdict_for
+from .errors.classify import ErrorCategory
 
 __all__ = ["NOT_SENT", "breaker_gate", "join_fleet"]
 
 # The outcome a breaker gets for an attempt a request hook stopped before it
 # went out: not an exception or status, so neither success nor failure.
 NOT_SENT = object()
+
+
+class _Gate:
+    """Settles one attempt's permit with the attempt's outcome, exactly once.
+
+    A second call does nothing. An outcome whose verdict cannot be worked
+    out settles the permit as neutral before the error goes on, so a
+    half-open probe is never stranded (a stranded probe refuses every later
+    request to its host for ever).
+    """
+
+    __slots__ = ("_counted", "_report", "settled")
+
+    def __init__(
+        self, report: Callable[[Verdict], None], counted: frozenset[ErrorCategory]
+    ) -> None:
+        self._report = report
+        self._counted = counted
+        self.settled = False
+
+    def __call__(self, outcome: Any) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            verdict = verdict_for(outcome, self._counted)
+        except BaseException:
+            self._report(Verdict.NEUTRAL)
+            raise
+        self._report(verdict)
+
+    def __repr__(self) -> str:
+        return f"<_Gate settled={self.settled}>"
 
 
 async def breaker_gate(
@@ -36,9 +70,10 @@ async def breaker_gate(
         # The worker joins the fleet lazily: on its first request the
         # shared state is unread until it connects.
         fleet_state = fleet.breaker_state(key)
+    counted = breaker.config.counted_categories
     if fleet_state is None:
         permit = breaker.acquire(key)
-        return lambda outcome: breaker.record(permit, outcome)
+        return _Gate(lambda verdict: breaker.settle(permit, verdict), counted)
     state, remaining = fleet_state
     if state == "open":
         raise CircuitBreakerOpen(key, remaining)
@@ -47,14 +82,12 @@ async def breaker_gate(
         probe = await fleet.breaker_acquire_probe(key)
         if not probe:
             raise CircuitBreakerOpen(key, 0.0)
-    counted = breaker.config.counted_categories
 
-    def settle(outcome: Any) -> None:
-        verdict = verdict_for(outcome, counted)
+    def report(verdict: Verdict) -> None:
         failed = None if verdict is Verdict.NEUTRAL else verdict is Verdict.FAILURE
         fleet.record_outcome(key, failed, probe)
 
-    return settle
+    return _Gate(report, counted)
 
 
 def join_fleet(

@@ -42,7 +42,7 @@ from ._redirects import build_redirect, same_origin
 from ._transports import AsyncBaseTransport, HTTPTransport
 from ._urls import URL, QueryParams, shared_url
 from .errors.circuit_breaker import DomainCircuitBreakerManager
-from .errors.retry import RetryPolicy
+from .errors.retry import RetryPolicy, RetryReason
 from .errors.telemetry import ErrorTelemetry, emit
 
 _UNSET: Any = object()
@@ -460,7 +460,12 @@ class Client:
                 # own exception): never retried, reported once as the end.
                 error = exc.error if isinstance(exc, HookError) else exc
                 decision = policy.decide(state, error, body_replayable=False)
-                record = dataclasses.replace(decision.record, outcome="fail", delay=None)
+                # The policy's reason would say why it was not retried; the
+                # honest one is that a hook ended the request.
+                reason = RetryReason.HOOK_FAILED if error is not exc else decision.reason
+                record = dataclasses.replace(
+                    decision.record, outcome="fail", delay=None, reason=reason
+                )
                 await emit(self.telemetry, record, "fail")
                 raise
             try:
@@ -548,13 +553,19 @@ class Client:
             if read_body and response._read_now() is None:
                 await response.aread()
         except BaseException as exc:
-            await response.aclose()
-            if gate is not None:
-                # A response hook's verdict is the caller's: the host answered.
-                gate(response.status_code if isinstance(exc, HookError) else exc)
+            try:
+                await response.aclose()
+            finally:
+                if gate is not None:
+                    # A response hook's verdict is the caller's: the host answered.
+                    gate(response.status_code if isinstance(exc, HookError) else exc)
             raise
         if gate is not None:
-            gate(response.status_code)
+            try:
+                gate(response.status_code)
+            except BaseException:
+                await response.aclose()  # nobody else will: give its connection back
+                raise
         return response
 
     def __repr__(self) -> str:

@@ -110,8 +110,14 @@ class IterableBody:
         self._consumed = True
         it = self._iterable
         if isinstance(it, AsyncIterable):
-            async for chunk in it:
-                yield _as_bytes(chunk)
+            chunks = aiter(it)
+            try:
+                async for chunk in chunks:
+                    yield _as_bytes(chunk)
+            finally:
+                # `async for` leaves an unfinished iterator open: the caller's
+                # generator would run its `finally` only when collected.
+                await close_body_iterator(chunks)
         else:
             for chunk in it:
                 yield _as_bytes(chunk)

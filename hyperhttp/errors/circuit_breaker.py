@@ -25,7 +25,8 @@ Admission (`acquire`, before any connection or pool slot is taken):
 Every outcome (`record`) is one of three verdicts:
 
 - success: `None`, or a response whose status is not in a counted category.
-  Any response proves the host is alive, a 404 as much as a 200.
+  Any response proves the host is alive, a 404 as much as a 200, and so
+  does a status outside 400-599 (a non-standard 999 has no category).
 - failure: an exception, status or category in `counted_categories`
   (default CONNECTION, TIMEOUT, SERVER, TRANSIENT).
 - neutral: everything else, and `release`. Uncounted exception categories
@@ -62,7 +63,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .._exceptions import CircuitBreakerOpen, PoolClosed, PoolTimeout
-from .classify import ErrorCategory, classify, parse_categories
+from .classify import ErrorCategory, classify, parse_categories, status_category
 
 DEFAULT_COUNTED_CATEGORIES: frozenset[ErrorCategory] = frozenset(
     {
@@ -102,9 +103,8 @@ def verdict_for(outcome: Outcome, counted: frozenset[ErrorCategory]) -> Verdict:
     if isinstance(outcome, ErrorCategory):
         return Verdict.FAILURE if outcome in counted else Verdict.NEUTRAL
     if isinstance(outcome, int) and not isinstance(outcome, bool):
-        if outcome >= 400 and classify(outcome) in counted:
-            return Verdict.FAILURE
-        return Verdict.SUCCESS
+        category = status_category(outcome)
+        return Verdict.FAILURE if category is not None and category in counted else Verdict.SUCCESS
     if not isinstance(outcome, Exception) or isinstance(outcome, _NOT_THE_HOSTS_FAULT):
         return Verdict.NEUTRAL
     return Verdict.FAILURE if classify(outcome) in counted else Verdict.NEUTRAL
@@ -366,13 +366,14 @@ class DomainCircuitBreakerManager:
         exception raised (cancellations count as a release), or an
         `ErrorCategory` (counted categories fail, others are neutral).
         """
-        self._settle(permit, verdict_for(outcome, self.config.counted_categories))
+        self.settle(permit, verdict_for(outcome, self.config.counted_categories))
 
     def release(self, permit: BreakerPermit) -> None:
         """Settle `permit` without an outcome (the attempt was abandoned)."""
-        self._settle(permit, Verdict.NEUTRAL)
+        self.settle(permit, Verdict.NEUTRAL)
 
-    def _settle(self, permit: BreakerPermit, verdict: Verdict) -> None:
+    def settle(self, permit: BreakerPermit, verdict: Verdict) -> None:
+        """Settle `permit` with a verdict already worked out (`verdict_for`)."""
         breaker = self._breakers.get(permit.key)
         if breaker is None:
             return

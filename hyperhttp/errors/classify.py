@@ -45,6 +45,10 @@ retries connect timeouts but not refusals.
     status 503                        TRANSIENT   (temporarily unavailable, usually with Retry-After)
     other 5xx                         SERVER
     other 4xx                         CLIENT
+    1xx-3xx, 600-999                  none        not a failure (`status_category` gives None)
+
+The HTTP/1.1 parser accepts any three-digit status on purpose (crawlers meet
+LinkedIn's 999); such a response is the host answering, never a failure.
 
 `was_never_sent(exc)` answers the other question the retry policy asks: did
 this failure provably happen before any byte of the request reached the
@@ -210,6 +214,21 @@ def classify_status(status_code: int) -> ErrorCategory:
     return ErrorCategory.CLIENT
 
 
+def status_category(status_code: int) -> ErrorCategory | None:
+    """Category of a response status, None when it is not a failure.
+
+    Only 400-599 are failures; 1xx-3xx and the non-standard statuses above
+    599 the HTTP/1.1 parser lets through (LinkedIn's 999) say the host
+    answered, so the retry policy, telemetry and the breaker take them as
+    accepted responses.
+    """
+    if isinstance(status_code, bool) or not isinstance(status_code, int):
+        raise TypeError(f"status code must be an int, got {type(status_code).__name__}")
+    if not 400 <= status_code <= 599:
+        return None
+    return classify_status(status_code)
+
+
 def classify_reset(error_code: int) -> ErrorCategory:
     """Category of an HTTP/2 RST_STREAM error code."""
     return _RESET_CATEGORIES.get(error_code, _UNKNOWN_RESET_CATEGORY)
@@ -300,5 +319,6 @@ __all__ = [
     "classify_reset",
     "classify_status",
     "parse_categories",
+    "status_category",
     "was_never_sent",
 ]

@@ -56,7 +56,13 @@ from typing import Literal
 
 from .._exceptions import HyperHTTPError, RetryError
 from ..utils.backoff import BackoffStrategy, ExponentialBackoff
-from .classify import ErrorCategory, classify, parse_categories, was_never_sent
+from .classify import (
+    ErrorCategory,
+    classify,
+    parse_categories,
+    status_category,
+    was_never_sent,
+)
 
 Outcome = Literal["success", "retry", "fail"]
 
@@ -113,6 +119,9 @@ class RetryReason(StrEnum):
     METHOD_NOT_RETRYABLE = "method_not_retryable"
     BODY_NOT_REPLAYABLE = "body_not_replayable"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    HOOK_FAILED = "hook_failed"
+    """An event hook raised: the request ends with the hook's exception,
+    never retried. Recorded by the client; `decide` never gives it."""
 
 
 def parse_retry_after(
@@ -194,7 +203,8 @@ class AttemptRecord:
     """What happened in one attempt: handed to telemetry, kept in history.
 
     `url` is already redacted of credentials. `exception` or `status_code`
-    says how the attempt ended; `category` is None for an accepted response.
+    says how the attempt ended; `category` is None for a response that is
+    no failure (1xx-3xx, or a non-standard status above 599).
     `delay` is the wait before the next attempt (None when none follows);
     `elapsed` counts seconds since the first attempt began.
     """
@@ -436,7 +446,7 @@ class RetryPolicy:
         retry_after: str | bytes | None,
     ) -> RetryDecision:
         if status not in self.status_force_list:
-            category = classify(status) if status >= 400 else None
+            category = status_category(status)
             record = self._record(state, "success", RetryReason.STATUS_ACCEPTED, category, status)
             return RetryDecision(
                 retry=False,
@@ -447,7 +457,9 @@ class RetryPolicy:
                 history=(*state.history, record),
                 next_state=None,
             )
-        category = classify(status)
+        # Built policies list only 400-599; should a subclass list more (a
+        # crawler retrying LinkedIn's 999), file it as HTTPStatusError would.
+        category = status_category(status) or ErrorCategory.CLIENT
         blocked = self._blocked(state, possibly_sent=True, replayable=body_replayable)
         if blocked is not None:
             return self._final(state, status, category, blocked)

@@ -301,3 +301,112 @@ async def test_flapping_host_with_retries_keeps_the_breaker_closed(loop_name: st
                 assert (await c.get(server.url + "/")).status_code == 200
             assert cb.state(key(server)) is BreakerState.CLOSED
         assert server.attempts == 9
+
+
+# --- every permit is settled, once -------------------------------------------------
+
+
+def pool_in_use(c: hyperhttp.Client) -> int:
+    return sum(stats["in_use"] for stats in c.get_pool_stats().values())
+
+
+def half_open_breaker(clock: FakeClock) -> DomainCircuitBreakerManager:
+    return DomainCircuitBreakerManager(
+        failure_threshold=1, recovery_timeout=10.0, success_threshold=1, clock=clock
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["get", "stream"])
+async def test_a_nonstandard_status_is_a_success_that_settles_the_probe(
+    loop_name: str, streamed: bool
+) -> None:
+    """LinkedIn's 999 (the HTTP/1.1 parser takes any three digits) raised
+    ValueError out of the breaker: the probe was stranded, every later
+    request got CircuitBreakerOpen, and a streamed response stayed in use."""
+    clock = FakeClock()
+    cb = half_open_breaker(clock)
+    with FaultServer([DOWN, Respond(999, body=b"denied"), OK]) as server:
+        async with client(circuit_breaker_manager=cb) as c:
+            await open_breaker(c, server.url + "/", 1)
+            clock.advance(10.0)
+            if streamed:
+                async with c.stream("GET", server.url + "/probe") as response:
+                    assert response.status_code == 999
+                    assert await response.aread() == b"denied"
+            else:
+                response = await c.get(server.url + "/probe")
+                assert (response.status_code, response.content) == (999, b"denied")
+            assert pool_in_use(c) == 0
+            assert cb.state(key(server)) is BreakerState.CLOSED
+            assert (await c.get(server.url + "/")).status_code == 200
+        assert server.attempts == 3
+
+
+class VerdictBug(Exception):
+    pass
+
+
+async def test_a_probe_is_settled_and_its_response_closed_when_the_verdict_fails(
+    loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while the outcome is judged, the permit is settled
+    (here: released) and the streamed response goes back to the pool."""
+    import hyperhttp._breaker_gate as gate_module
+    import hyperhttp.errors.circuit_breaker as breaker_module
+
+    def broken(outcome: object, counted: object) -> object:
+        raise VerdictBug("cannot judge")
+
+    clock = FakeClock()
+    cb = half_open_breaker(clock)
+    with FaultServer([DOWN, OK]) as server:
+        async with client(circuit_breaker_manager=cb) as c:
+            await open_breaker(c, server.url + "/", 1)
+            clock.advance(10.0)
+            with monkeypatch.context() as patch:
+                patch.setattr(gate_module, "verdict_for", broken)
+                patch.setattr(breaker_module, "verdict_for", broken)
+                with pytest.raises(VerdictBug):
+                    async with c.stream("GET", server.url + "/probe"):
+                        pytest.fail("a response whose verdict failed was handed out")
+            assert pool_in_use(c) == 0
+            snapshot = cb.snapshot()[key(server)]
+            assert (snapshot.in_flight, snapshot.probe_in_flight) == (0, False)
+            # The probe slot is free: the next request is the next probe.
+            assert (await c.get(server.url + "/")).status_code == 200
+            assert cb.state(key(server)) is BreakerState.CLOSED
+        assert server.attempts == 3
+
+
+async def test_a_probe_is_settled_when_closing_a_rejected_response_fails(
+    loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response hook raised and closing the response raised too: the
+    probe used to be left in flight, refusing the host for ever."""
+    clock = FakeClock()
+    cb = half_open_breaker(clock)
+    real_aclose = hyperhttp.Response.aclose
+
+    async def failing_aclose(self: hyperhttp.Response) -> None:
+        await real_aclose(self)
+        raise OSError("close failed")
+
+    def reject(response: hyperhttp.Response) -> None:
+        raise VerdictBug("hook says no")
+
+    with FaultServer([DOWN, OK]) as server:
+        async with client(circuit_breaker_manager=cb) as c:
+            await open_breaker(c, server.url + "/", 1)
+            clock.advance(10.0)
+            c.event_hooks["response"].append(reject)
+            with monkeypatch.context() as patch:
+                patch.setattr(hyperhttp.Response, "aclose", failing_aclose)
+                with pytest.raises(OSError, match="close failed"):
+                    await c.get(server.url + "/probe")
+            c.event_hooks["response"].clear()
+            assert pool_in_use(c) == 0
+            # The host answered (a hook's verdict is the caller's): the probe
+            # succeeded and closed the breaker.
+            assert cb.state(key(server)) is BreakerState.CLOSED
+            assert (await c.get(server.url + "/")).status_code == 200
+        assert server.attempts == 3

@@ -124,6 +124,62 @@ async def test_exhausted_status_retries_end_with_fail(loop_name: str) -> None:
     assert telemetry.records[-1].category is ErrorCategory.RATE_LIMIT
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["get", "stream"])
+async def test_a_nonstandard_status_is_reported_as_accepted(
+    loop_name: str, streamed: bool
+) -> None:
+    """LinkedIn's 999 passes the HTTP/1.1 parser; the policy used to raise
+    ValueError classifying it, failing the request that had an answer."""
+    telemetry = RecordingTelemetry()
+    with FaultServer([Respond(999, body=b"denied")]) as server:
+        async with client(retry=quick_policy(3), telemetry=telemetry) as c:
+            if streamed:
+                async with c.stream("GET", server.url + "/") as response:
+                    assert await response.aread() == b"denied"
+            else:
+                response = await c.get(server.url + "/")
+                assert response.content == b"denied"
+            assert response.status_code == 999
+            assert all(s["in_use"] == 0 for s in c.get_pool_stats().values())
+        assert server.attempts == 1
+    assert telemetry.outcomes == ["success"]
+    [record] = telemetry.records
+    assert (record.status_code, record.category) == (999, None)
+    assert record.reason is RetryReason.STATUS_ACCEPTED
+
+
+class HookBoom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["request", "response"])
+@pytest.mark.parametrize("error_type", [hyperhttp.ConnectError, HookBoom])
+async def test_a_failing_hook_is_reported_as_hook_failed(
+    loop_name: str, where: str, error_type: type[Exception]
+) -> None:
+    """The reason used to be made up by the policy: `body_not_replayable`
+    for a hook's ConnectError, `category_not_retryable` for its own."""
+    error = error_type("the hook's own failure")
+
+    def hook(subject: object) -> None:
+        raise error
+
+    telemetry = RecordingTelemetry()
+    with FaultServer([OK]) as server:
+        async with client(
+            retry=quick_policy(3), telemetry=telemetry, event_hooks={where: [hook]}
+        ) as c:
+            with pytest.raises(error_type) as caught:
+                await c.get(server.url + "/")
+        assert caught.value is error
+        assert server.attempts == (0 if where == "request" else 1)
+    assert telemetry.outcomes == ["fail"]
+    [record] = telemetry.records
+    assert record.reason is RetryReason.HOOK_FAILED
+    assert record.exception is error
+    assert record.delay is None
+
+
 async def test_async_telemetry_is_awaited_before_the_next_attempt(loop_name: str) -> None:
     events: list[str] = []
 

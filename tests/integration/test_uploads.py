@@ -606,3 +606,53 @@ async def test_file_changed_after_building_fails_before_sending(
         ok = await client.post(target.url + "/upload", files={"f": ("a", b"abc")})
     assert ok.json()["parts"][0]["size"] == 3
 
+
+
+async def head_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the request head, then never read the body nor answer: the
+    client's socket buffers fill and its upload waits in drain."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    await read_head(reader)
+    await asyncio.Event().wait()  # until the server stops
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "write_timeout"])
+async def test_abandoned_upload_closes_the_callers_content_generator_at_once(
+    loop_name: str, raw_server: Any, ending: str
+) -> None:
+    """The body wrapper was closed but not the caller's generator inside
+    it: its `finally` (closing a file, a cursor...) waited for the garbage
+    collector, here for as long as the caller kept a reference to it."""
+    yielded: list[int] = []
+    closed: list[str] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 65536
+                yielded.append(1)
+        finally:
+            closed.append("finally ran")
+
+    server = raw_server(head_then_stall)
+    body = chunks()  # held by the caller throughout, as callers do
+    write = 0.3 if ending == "write_timeout" else 10.0
+    timeout = hyperhttp.Timeout(10.0, write=write)
+    async with hyperhttp.Client(http2=False, timeout=timeout) as client:
+        upload = asyncio.ensure_future(client.post(server.url + "/up", content=body))
+        if ending == "cancelled":
+            # Wait for the stall: the generator stops being asked for more.
+            seen = -1
+            while len(yielded) != seen:
+                seen = len(yielded)
+                await asyncio.sleep(0.2)
+            assert not upload.done()
+            upload.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+        else:
+            with pytest.raises(hyperhttp.WriteTimeout):
+                await upload
+        assert len(yielded) > 1  # it stopped mid-upload, not before the body
+        assert closed == ["finally ran"]
+        assert all(s["in_use"] == 0 for s in client.get_pool_stats().values())

@@ -144,6 +144,20 @@ def test_a_response_is_a_success_unless_its_status_is_counted() -> None:
     assert cb.state(KEY) == "open"
 
 
+def test_a_nonstandard_status_is_a_sign_of_life_and_settles_the_probe() -> None:
+    """LinkedIn's 999 made `record` raise ValueError, so the half-open probe
+    was never settled and the host refused every request for ever."""
+    clock = FakeClock()
+    cb = manager(clock, success_threshold=1)
+    fail(cb, times=2)
+    cb.record(cb.acquire(KEY), 999)
+    assert cb.snapshot() == {}  # count reset, breaker forgotten
+    open_breaker(cb)
+    clock.now += 10.0
+    cb.record(cb.acquire(KEY), 600)
+    assert cb.state(KEY) == "closed"
+
+
 def test_uncounted_categories_neither_count_nor_reset() -> None:
     cb = manager(FakeClock())
     fail(cb, times=2)
@@ -377,6 +391,8 @@ def test_pure_breaker_takes_time_as_an_argument() -> None:
         (200, Verdict.SUCCESS),
         (404, Verdict.SUCCESS),
         (429, Verdict.SUCCESS),
+        (600, Verdict.SUCCESS),
+        (999, Verdict.SUCCESS),
         (500, Verdict.FAILURE),
         (503, Verdict.FAILURE),
         (ConnectError("x"), Verdict.FAILURE),

@@ -41,6 +41,7 @@ from hyperhttp.errors.classify import (
     classify_reset,
     classify_status,
     parse_categories,
+    status_category,
     was_never_sent,
 )
 
@@ -165,6 +166,20 @@ def test_status_mapping(status: int, category: ErrorCategory) -> None:
 def test_non_failure_status_is_refused(status: int) -> None:
     with pytest.raises(ValueError):
         classify(status)
+
+
+@pytest.mark.parametrize(
+    ("status", "category"),
+    [(100, None), (200, None), (304, None), (399, None), (404, C.CLIENT), (429, C.RATE_LIMIT),
+     (503, C.TRANSIENT), (599, C.SERVER), (600, None), (700, None), (999, None)],
+)
+def test_status_category_is_none_for_non_failures(status: int, category: C | None) -> None:
+    """The HTTP/1.1 parser lets any three digits through (LinkedIn's 999):
+    the retry policy, telemetry and the breaker ask this, and a status
+    beyond 599 used to raise ValueError out of every one of them."""
+    assert status_category(status) is category
+    with pytest.raises(TypeError):
+        status_category(True)
 
 
 def test_non_classifiable_values() -> None:

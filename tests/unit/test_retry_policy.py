@@ -387,6 +387,28 @@ def test_status_outside_force_list_is_returned_as_is() -> None:
     assert decision.category is ErrorCategory.SERVER
 
 
+@pytest.mark.parametrize("status", [600, 999])
+def test_nonstandard_status_is_accepted_without_a_category(status: int) -> None:
+    # LinkedIn's 999: the host answered, nothing failed (it used to raise ValueError).
+    [decision] = run(policy(), [status])
+    assert not decision.retry
+    assert decision.reason is RetryReason.STATUS_ACCEPTED
+    assert decision.outcome == "success"
+    assert decision.category is None
+    assert decision.record.status_code == status
+
+
+def test_forced_nonstandard_status_gets_a_category_instead_of_raising() -> None:
+    # Validation keeps 600-999 out of status_force_list; a subclass that
+    # lets one in must still get decisions, filed as HTTPStatusError would.
+    pol = policy(max_retries=1)
+    object.__setattr__(pol, "status_force_list", frozenset({999}))
+    decisions = run(pol, [999, 999])
+    assert [d.outcome for d in decisions] == ["retry", "fail"]
+    assert [d.category for d in decisions] == [ErrorCategory.CLIENT] * 2
+    assert decisions[-1].reason is RetryReason.RETRIES_EXHAUSTED
+
+
 def test_forced_status_on_post_is_not_retried() -> None:
     [decision] = run(policy(), [503], method="POST")
     assert decision.reason is RetryReason.METHOD_NOT_RETRYABLE
