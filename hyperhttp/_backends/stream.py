@@ -25,7 +25,7 @@ import asyncio
 import select
 from typing import Any
 
-from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
+from .._exceptions import PoolClosed, ReadError, ReadTimeout, WriteError, WriteTimeout
 
 HIGH_WATER = 1024 * 1024  # largest receive buffer: unread bytes held at most
 MIN_BUFFER = 16 * 1024  # what an idle connection keeps
@@ -47,6 +47,10 @@ def _spare_buffer(size: int) -> bytearray:
     except IndexError:  # none kept (or another thread took the last one)
         return bytearray(size)
     return buf if len(buf) >= size else bytearray(size)
+
+
+def _closed_by_client(peer: str) -> PoolClosed:
+    return PoolClosed(f"the client was closed while a request to {peer} was in flight")
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -79,6 +83,9 @@ class SocketStream(asyncio.BufferedProtocol):
         self._eof = False
         self._closed = False
         self._exc: BaseException | None = None
+        # Set by close(by_client=True): reads and writes then raise
+        # PoolClosed, not the errors of a peer that went away.
+        self._closed_by_client = False
         self._read_waiter: asyncio.Future[None] | None = None
         # Several writers (HTTP/2 streams) may wait for the buffer at once.
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -362,6 +369,8 @@ class SocketStream(asyncio.BufferedProtocol):
             self._read_timer = None
 
     def _eof_result(self) -> bytes:
+        if self._closed_by_client:
+            raise _closed_by_client(self.peer)
         if self._exc is not None:
             raise ReadError(f"connection to {self.peer} failed: {self._exc}") from None
         return b""
@@ -374,6 +383,8 @@ class SocketStream(asyncio.BufferedProtocol):
     # --- writing ----------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():
+            if self._closed_by_client:
+                raise _closed_by_client(self.peer)
             raise WriteError(f"connection to {self.peer} is closed; cannot send")
         self.transport.write(data)
 
@@ -391,6 +402,8 @@ class SocketStream(asyncio.BufferedProtocol):
 
     def writelines(self, data: list[bytes]) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():
+            if self._closed_by_client:
+                raise _closed_by_client(self.peer)
             raise WriteError(f"connection to {self.peer} is closed; cannot send")
         self.transport.writelines(data)
 
@@ -402,6 +415,8 @@ class SocketStream(asyncio.BufferedProtocol):
         then checks `write_paused`). `limit`: the configured timeout to name,
         when `timeout` is what is left of it."""
         if self._closed:
+            if self._closed_by_client:
+                raise _closed_by_client(self.peer)
             raise WriteError(f"connection to {self.peer} was closed while sending")
         if not self._write_paused:
             return
@@ -423,6 +438,8 @@ class SocketStream(asyncio.BufferedProtocol):
             if handle is not None:
                 handle.cancel()
         if self._closed:
+            if self._closed_by_client:
+                raise _closed_by_client(self.peer)
             raise WriteError(f"connection to {self.peer} was closed while sending")
 
     # --- state --------------------------------------------------------------
@@ -477,9 +494,14 @@ class SocketStream(asyncio.BufferedProtocol):
         else:
             self._close_callbacks.append(callback)
 
-    def close(self) -> None:
-        """Close at once (abort: no lingering TLS close_notify wait)."""
+    def close(self, by_client: bool = False) -> None:
+        """Close at once (abort: no lingering TLS close_notify wait).
+        `by_client`: the client is shutting down; a read or write still
+        running raises PoolClosed."""
         self._cancel_read_timer()
+        if by_client and not self._closed:
+            self._closed_by_client = True
+            self._eof = True  # a waiting read ends now, with PoolClosed
         if self.transport is not None and not self._closed:
             self._closed = True
             self.transport.abort()

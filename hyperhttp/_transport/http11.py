@@ -408,6 +408,12 @@ class HTTP11Connection:
         if self._state != CLOSED:
             self._close()
 
+    def close_by_client(self) -> None:
+        """The client is shutting down: a request in flight ends with PoolClosed."""
+        if self._state != CLOSED:
+            self._state = CLOSED
+            self._stream.close(by_client=True)
+
     def call_when_closed(self, callback: Callable[[], None]) -> None:
         self._stream.call_when_closed(callback)
 

@@ -30,6 +30,7 @@ from .._exceptions import (
     ConnectTimeout,
     HyperHTTPError,
     LocalProtocolError,
+    PoolClosed,
     PoolTimeout,
     ReadError,
     RemoteProtocolError,
@@ -511,6 +512,14 @@ class HTTP2Connection(H2Events):
             ReadError(f"{self.peer} did not answer a PING within {after:.3g}s: the connection "
                       "is gone")
         )
+
+    def close_by_client(self) -> None:
+        """The client is shutting down: streams in flight end with PoolClosed."""
+        if not self._closed and self._failure is None:
+            self._failure = PoolClosed(
+                f"the client was closed while a request to {self.peer} was in flight"
+            )
+        self.close()
 
     def close(self) -> None:
         """Close now: say GOAWAY (best effort) and drop the socket; streams

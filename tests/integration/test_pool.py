@@ -9,11 +9,14 @@ import contextlib
 import random
 import threading
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 
 import hyperhttp
+from hyperhttp.errors.retry import RetryPolicy
 from tests.support.raw import RawServer, read_head
+from tests.support.servers import ServerHandle
 from tests.support.sockets import sockets_connected_to as count_sockets
 
 
@@ -334,6 +337,39 @@ async def test_closing_the_client_fails_waiters(counting_server: tuple[RawServer
         await holder
     with pytest.raises(hyperhttp.PoolClosed, match="closed"):
         await client.get(f"{server.url}/delay/0")
+
+
+@pytest.mark.parametrize("origin", ["http_server", "https_server"])
+async def test_requests_in_flight_when_the_client_closes_get_pool_closed(
+    loop_name: str, origin: str, request: pytest.FixtureRequest, ca_pem_path: str
+) -> None:
+    # They got "server closed the connection without sending a response"
+    # (HTTP/1.1) or a ReadError: the server was blamed for our own close,
+    # and a retry policy answered it by sending the request again.
+    server: ServerHandle = request.getfixturevalue(origin)
+    policy = RetryPolicy(max_retries=3)
+    client = hyperhttp.Client(verify=ca_pem_path, retry=policy, timeout=10)
+
+    async def streamed() -> int:
+        async with client.stream("GET", f"{server.url}/slow-body?chunks=20&delay=0.1") as r:
+            return sum([len(chunk) async for chunk in r.aiter_bytes()])
+
+    try:
+        await client.get(f"{server.url}/echo")  # a kept-alive connection to reuse
+        waiting = asyncio.ensure_future(client.get(f"{server.url}/slow?delay=5"))
+        reading = asyncio.ensure_future(streamed())
+        await asyncio.sleep(0.4)  # the head requested; the body half sent
+        served = server.stats.requests
+    finally:
+        await client.aclose()
+    for task in (waiting, reading):
+        with pytest.raises(hyperhttp.PoolClosed) as caught:
+            await task
+        assert str(caught.value) == (
+            f"the client was closed while a request to {urlsplit(server.url).netloc} was in flight"
+        )
+    await asyncio.sleep(0.1)
+    assert server.stats.requests == served  # nothing was sent again
 
 
 async def test_newest_idle_connection_is_reused_and_oldest_evicted(
