@@ -1,4 +1,5 @@
-"""Content-Encoding decoders: gzip, deflate, br, zstd, identity and stacks of them.
+"""Content-Encoding decoders: gzip, deflate, br, zstd, identity and stacks of
+them; and the charsets a text body may be decoded with.
 
 `make_decoder(header_value)` returns a `ContentDecoder`, fed the raw body
 chunk by chunk:
@@ -24,27 +25,44 @@ Decisions:
   bytes as sent. In a stack (`Content-Encoding: gzip, foo`) decoding stops at
   the last coding we do not know, since what lies under it cannot be decoded.
 - `br` and `zstd` need the optional `brotli` and `zstandard` packages. When
-  they are missing `make_decoder` raises `DecodingError` rather than hand out
-  compressed bytes as if they were the body; `accept_encoding()` leaves them
-  out, so only a misbehaving server sends them.
+  they are missing, the decoder raises `DecodingError` at the first byte of
+  body rather than hand out compressed bytes as if they were the body (an
+  empty body still decodes to nothing); `accept_encoding()` leaves them out,
+  so only a misbehaving server sends them.
 - `deflate` is accepted zlib-wrapped (RFC 9110) and raw (what some servers
   send); the first two bytes tell which.
 - A stream that ends before its compressed end marker raises
   `DecodingError` from `flush()`; an empty body never does (HEAD, 204, 304
   carry Content-Encoding with no body). Bytes after the end of a gzip member
   start another member when they begin with the gzip magic, and are otherwise
-  ignored, as browsers do.
+  ignored, as browsers do; bytes after the end of a deflate stream (which has
+  no members) are ignored the same way.
+- A charset is used for text only when `is_text_charset` accepts it: a
+  server names it, so one that would make decoding raise (unknown, not a
+  text codec, idna, punycode, undefined, Python's escape codecs) is refused
+  and the caller falls back to UTF-8. `text_decoder` reads utf-16 and utf-32
+  without a BOM in the machine's byte order, as `bytes.decode` does, where
+  Python's own incremental decoders raise.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
+import sys
 import zlib
 from typing import Any, Protocol
 
 from ._exceptions import DecodingError
 
-__all__ = ["ContentDecoder", "accept_encoding", "make_decoder"]
+__all__ = [
+    "ContentDecoder",
+    "TextDecoder",
+    "accept_encoding",
+    "is_text_charset",
+    "make_decoder",
+    "text_decoder",
+]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -128,7 +146,7 @@ class _ZlibDecoder:
                     break
                 obj = self._obj = zlib.decompressobj(_deflate_wbits(self._in))
             elif obj.eof:
-                if not self._gzip or not self._next_member():
+                if not self._next_member():
                     break
                 obj = self._obj
             chunk = obj.decompress(self._in, budget)
@@ -145,14 +163,18 @@ class _ZlibDecoder:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _next_member(self) -> bool:
-        """After a gzip member: start the next one, or drop trailing bytes."""
-        if self._in[:2] == _GZIP_MAGIC:
-            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            return True
-        if self._in == _GZIP_MAGIC[:1]:
-            self._stalled = True  # perhaps the start of another member
-        else:
-            self._in = b""  # trailing garbage or padding: ignored
+        """Bytes after the end of a stream: start the next gzip member, or
+        drop them (trailing garbage or padding, and anything after deflate).
+        Never leaves them held with nothing to do, or needs_input would stay
+        False for ever."""
+        if self._gzip:
+            if self._in[:2] == _GZIP_MAGIC:
+                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                return True
+            if self._in == _GZIP_MAGIC[:1]:
+                self._stalled = True  # perhaps the start of another member
+                return False
+        self._in = b""
         return False
 
     def flush(self) -> bytes:
@@ -243,6 +265,31 @@ class _BufferedDecoder:
 
     def __repr__(self) -> str:
         return f"<{self._name} decoder pending={len(self._in)} buffered={len(self._out)}>"
+
+
+class _UnavailableDecoder:
+    """br or zstd without its package: an empty body (HEAD, 204, 304)
+    decodes to nothing; the first byte of a real one is a `DecodingError`."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def decode(self, data: bytes, max_length: int = -1) -> bytes:
+        if data:
+            raise DecodingError(self._message)
+        return b""
+
+    @property
+    def needs_input(self) -> bool:
+        return True
+
+    def flush(self) -> bytes:
+        return b""
+
+    def __repr__(self) -> str:
+        return f"<unavailable decoder {self._message!r}>"
 
 
 class _BrotliDecoder(_BufferedDecoder):
@@ -462,12 +509,12 @@ def _one(coding: str) -> ContentDecoder | None:
     if coding == "br":
         module = _brotli()
         if module is None:
-            raise DecodingError("br: body is brotli-encoded; install hyperhttp[brotli]")
+            return _UnavailableDecoder("br: body is brotli-encoded; install hyperhttp[brotli]")
         return _BrotliDecoder(module)
     if coding == "zstd":
         module = _zstandard()
         if module is None:
-            raise DecodingError("zstd: body is zstd-encoded; install hyperhttp[zstd]")
+            return _UnavailableDecoder("zstd: body is zstd-encoded; install hyperhttp[zstd]")
         return _ZstdDecoder(module)
     return None
 
@@ -475,7 +522,8 @@ def _one(coding: str) -> ContentDecoder | None:
 def make_decoder(content_encoding: str | None) -> ContentDecoder:
     """The decoder for a Content-Encoding header value (None or "" for none).
 
-    Raises `DecodingError` for br or zstd when their package is not installed.
+    For br or zstd without their package, the decoder raises `DecodingError`
+    when it is given a byte to decode.
     """
     if not content_encoding:
         return _IDENTITY
@@ -504,3 +552,80 @@ def accept_encoding() -> str:
     if _zstandard() is not None:
         codings.append("zstd")
     return ", ".join(codings)
+
+
+# --- charsets -------------------------------------------------------------------
+
+class TextDecoder(Protocol):
+    """What `text_decoder` returns (a `codecs.IncrementalDecoder` or alike)."""
+
+    def decode(self, input: bytes, final: bool = False) -> str: ...
+
+
+class _ByteOrderDecoder:
+    """utf-16 or utf-32, incrementally: the byte order from a BOM (dropped),
+    else the machine's. Python's incremental decoders raise on a stream
+    without a BOM, whatever the error handler; `bytes.decode` does not."""
+
+    __slots__ = ("_bits", "_head", "_inner")
+
+    def __init__(self, bits: int) -> None:
+        self._bits = bits
+        self._head = b""
+        self._inner: codecs.IncrementalDecoder | None = None
+
+    def decode(self, input: bytes, final: bool = False) -> str:
+        inner = self._inner
+        if inner is None:
+            data = self._head + input
+            size = self._bits // 8
+            if len(data) < size and not final:
+                self._head = data
+                return ""
+            self._head = b""
+            le, be = _BOMS[self._bits]
+            order = "le" if sys.byteorder == "little" else "be"
+            if data.startswith(le):
+                order, data = "le", data[size:]
+            elif data.startswith(be):
+                order, data = "be", data[size:]
+            factory = codecs.getincrementaldecoder(f"utf-{self._bits}-{order}")
+            inner = self._inner = factory(errors="replace")
+            input = data
+        return inner.decode(input, final)
+
+
+_BOMS = {
+    16: (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+    32: (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),
+}
+_BYTE_ORDER_CODECS = {"utf-16": 16, "utf-32": 32}
+# Text codecs by Python's account, but Python source escapes, not charsets
+# (and unicode-escape warns on some input).
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
+_CHARSET_PROBE = bytes(range(256))
+
+
+def text_decoder(encoding: str) -> TextDecoder:
+    """An incremental decoder for `encoding` (one `is_text_charset`
+    accepts) with invalid bytes replaced."""
+    bits = _BYTE_ORDER_CODECS.get(codecs.lookup(encoding).name)
+    if bits is not None:
+        return _ByteOrderDecoder(bits)
+    decoder: TextDecoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    return decoder
+
+
+@functools.lru_cache(maxsize=64)
+def is_text_charset(name: str) -> bool:
+    """True when `name` is a text encoding that decodes any bytes, whole or
+    incrementally, with errors="replace". Bounded cache: servers pick names."""
+    try:
+        info = codecs.lookup(name)
+        if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+            return False  # base64, rot13, zlib...: bytes to bytes, or str to str
+        _CHARSET_PROBE.decode(name, errors="replace")
+        text_decoder(name).decode(_CHARSET_PROBE, final=True)
+    except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
+        return False  # unknown; or idna, punycode, undefined: raise on some input
+    return True

@@ -9,6 +9,7 @@ is released exactly once however the body was consumed.
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import re
 import time
@@ -24,7 +25,7 @@ from ._content import (
     encode_request_body,
     multipart_boundary,
 )
-from ._decoders import make_decoder
+from ._decoders import IdentityDecoder, is_text_charset, make_decoder, text_decoder
 from ._exceptions import (
     DecodingError,
     HTTPStatusError,
@@ -38,6 +39,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_UTF8_BOM = codecs.BOM_UTF8
 _CLOSED_UNREAD = (
     "the response was closed before its body was read (read a streamed body "
     "inside its `async with client.stream(...)` block)"
@@ -154,17 +156,27 @@ class Request:
 
 _DECODE_SLICE = 256 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _decode_body(content_encoding: str, data: bytes) -> bytes:
+    """A whole body given in memory, decoded from its Content-Encoding."""
+    decoder = make_decoder(content_encoding)
+    try:
+        return decoder.decode(data) + decoder.flush()
+    except DecodingError as exc:
+        raise DecodingError(f"response body: {exc}") from None
 
 
 class _ByteStream:
     """A response stream over bytes already in memory."""
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self.data = data
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._data:
-            yield self._data
+        if self.data:
+            yield self.data
 
     async def aclose(self) -> None:
         return None
@@ -225,6 +237,11 @@ class Response:
             if body and "content-length" not in self.headers:
                 self.headers["Content-Length"] = str(len(body))
             stream = _ByteStream(body)
+            if content is not None and body:
+                # `content=` is the body as it would come over the wire.
+                coding = self.headers.get("content-encoding")
+                if coding:
+                    body = _decode_body(coding, body)
             self._content = body
         self.stream: ResponseStream = stream
 
@@ -355,17 +372,14 @@ class Response:
 
     @property
     def encoding(self) -> str:
-        """The charset from Content-Type, else utf-8."""
+        """The charset from Content-Type if it is a text encoding Python
+        knows, else utf-8."""
         ctype = self.headers.get("content-type", "") or ""
         for param in ctype.split(";")[1:]:
             key, _, value = param.strip().partition("=")
             if key.strip().lower() == "charset" and value:
                 charset = value.strip().strip('"').lower()
-                try:
-                    "".encode(charset)
-                except LookupError:
-                    break
-                return charset
+                return charset if is_text_charset(charset) else "utf-8"
         return "utf-8"
 
     @property
@@ -375,10 +389,15 @@ class Response:
         return self._text
 
     def json(self, **kwargs: Any) -> Any:
+        content = self.content
+        # RFC 8259 section 8.1: a parser may ignore a leading BOM.
+        body = memoryview(content)[3:] if content.startswith(_UTF8_BOM) else content
         try:
-            return msgspec.json.decode(self.content, **kwargs)
+            return msgspec.json.decode(body, **kwargs)
         except msgspec.DecodeError as exc:
             raise DecodingError(f"response body is not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:  # a string that is not UTF-8
+            raise DecodingError(f"response body is not valid JSON (not UTF-8): {exc}") from None
 
     def _read_now(self) -> bytes | None:
         """The whole body, taken without waiting, if the transport already
@@ -440,9 +459,10 @@ class Response:
         return content
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as it came over the wire (no content decoding)."""
+        """The body as it came over the wire (no content decoding).
+        `StreamConsumed` once a compressed body was read and decoded."""
         if self._content is not None:
-            yield self._content
+            yield self._raw_content()
             return
         if self.is_stream_consumed:
             raise StreamConsumed("the response body was already read as a stream")
@@ -452,7 +472,12 @@ class Response:
         limit = self.max_size
         if limit is not None:
             declared = self.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            if (
+                declared is not None
+                and declared.isdigit()
+                and int(declared) > limit
+                and self._may_have_body()
+            ):
                 await self.aclose()
                 raise ResponseTooLarge(self._too_large_message(limit))
         seen = 0
@@ -465,6 +490,32 @@ class Response:
                 yield chunk
         finally:
             await self.aclose()
+
+    def _raw_content(self) -> bytes:
+        """The body read already, as it came: `content` itself unless it was
+        decoded from a Content-Encoding, whose input is then gone."""
+        content = self._content
+        assert content is not None
+        coding = self.headers.get("content-encoding")
+        if not coding or isinstance(make_decoder(coding), IdentityDecoder):
+            return content
+        stream = self.stream
+        if isinstance(stream, _ByteStream):  # built with content=: still held
+            return stream.data
+        raise StreamConsumed(
+            f"the response body was already read and decoded from its "
+            f"Content-Encoding ({coding}); its raw bytes are gone. Use "
+            f"aiter_raw() instead of aread() or .content to get them"
+        )
+
+    def _may_have_body(self) -> bool:
+        """False for a response that never has one, whatever its
+        Content-Length says: to HEAD, 1xx, 204 and 304."""
+        status = self.status_code
+        if status < 200 or status in _NO_BODY_STATUSES:
+            return False
+        request = self._request
+        return request is None or request.method != "HEAD"
 
     def _where(self) -> str:
         return self._request.url.host if self._request is not None else "the server"
@@ -509,9 +560,8 @@ class Response:
             yield tail
 
     async def aiter_text(self) -> AsyncIterator[str]:
-        import codecs
-
-        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        """The body decoded to `str` with `encoding`, invalid bytes replaced."""
+        decoder = text_decoder(self.encoding)
         async for chunk in self.aiter_bytes():
             text = decoder.decode(chunk)
             if text:
@@ -524,18 +574,27 @@ class Response:
         """The text body one line at a time, without its line ending. Lines
         end at CRLF, LF or CR only: not at U+2028, U+0085, VT or FF, which
         `str.splitlines` also breaks at and which NDJSON may carry raw."""
-        pending = ""
+        # Only new text is searched and an unfinished line is kept in
+        # pieces, so a long line in many small chunks costs linear time.
+        parts: list[str] = []
+        after_cr = False  # the last text ended in CR: a leading LF pairs with it
         async for text in self.aiter_text():
-            pending += text
-            start = 0
-            for end in _LINE_END.finditer(pending):
-                if end.end() == len(pending) and end.group() == "\r":
-                    break  # maybe half of a CRLF split across chunks: wait
-                yield pending[start : end.start()]
+            start = 1 if after_cr and text.startswith("\n") else 0
+            for end in _LINE_END.finditer(text, start):
+                piece = text[start : end.start()]
+                if parts:
+                    parts.append(piece)
+                    piece = "".join(parts)
+                    parts = []
+                yield piece
                 start = end.end()
-            pending = pending[start:]
-        if pending:
-            yield pending.removesuffix("\r")
+            if start < len(text):
+                parts.append(text[start:])
+                after_cr = False
+            else:
+                after_cr = text.endswith("\r")
+        if parts:
+            yield "".join(parts)
 
     async def aclose(self) -> None:
         """Release the connection; unread body bytes are discarded."""

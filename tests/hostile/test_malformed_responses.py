@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 import hyperhttp
+from hyperhttp import _decoders as decoders
 from hyperhttp._backends.stream import MIN_BUFFER
 from tests.support.fixtures import RawServerFactory
-from tests.support.raw import RawServer, read_head
+from tests.support.raw import RawServer, canned, read_head
 
 GOOD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -316,3 +318,82 @@ async def test_errors_after_an_interim_answer_or_in_the_coding_say_what_and_wher
         assert str(decoding.value) == (
             "response body from 127.0.0.1: gzip: compressed body is truncated"
         )
+
+
+async def test_deflate_body_with_bytes_after_its_end(
+    loop_name: str, raw_server: RawServerFactory
+) -> None:
+    """Bytes after the end of a deflate stream (a CRLF, padding, junk) are
+    ignored, as after gzip. They used to spin the loop for ever, past every
+    timeout."""
+    body = zlib.compress(b"hello") + b"\r\n" + bytes(8) + b"junk"
+    server = raw_server(canned(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body), close=False, repeat=True,
+    ))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        assert (await client.get(server.url + "/")).content == b"hello"
+        async with client.stream("GET", server.url + "/") as response:
+            assert [line async for line in response.aiter_lines()] == ["hello"]
+        assert_pool_clean(client)
+    assert server.accepted == 1  # each body was read to its end and the connection reused
+
+
+NO_BODY = {
+    "HEAD": ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"),
+    "304": ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000000\r\n\r\n"),
+    "HEAD-gzip": (
+        "HEAD", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 1000000\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(("method", "answer"), list(NO_BODY.values()), ids=list(NO_BODY))
+async def test_max_response_size_ignores_the_length_of_a_response_without_body(
+    loop_name: str, raw_server: RawServerFactory, method: str, answer: bytes
+) -> None:
+    server = raw_server(canned(answer, close=False, repeat=True))
+    async with hyperhttp.Client(http2=False, timeout=5.0, max_response_size=1000) as client:
+        for _ in range(2):
+            response = await client.request(method, server.url + "/")
+            assert response.content == b""
+            assert response.headers["content-length"] == "1000000"
+        assert_pool_clean(client)
+    assert server.accepted == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "answer"),
+    [
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 100\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Encoding: br\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Encoding: zstd\r\n\r\n"),
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, br\r\nContent-Length: 0\r\n\r\n"),
+    ],
+    ids=["HEAD-br", "304-br", "204-zstd", "empty-gzip-br"],
+)
+async def test_no_body_needs_no_br_or_zstd_package(
+    loop_name: str,
+    raw_server: RawServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    answer: bytes,
+) -> None:
+    monkeypatch.setattr(decoders, "_brotli", lambda: None)
+    monkeypatch.setattr(decoders, "_zstandard", lambda: None)
+    server = raw_server(canned(answer))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        response = await client.request(method, server.url + "/")
+    assert response.content == b""
+
+
+async def test_a_body_in_br_without_the_package_is_a_decoding_error(
+    loop_name: str, raw_server: RawServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decoders, "_brotli", lambda: None)
+    server = raw_server(canned(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x02\x80x"
+    ))
+    async with hyperhttp.Client(http2=False, timeout=5.0) as client:
+        with pytest.raises(hyperhttp.DecodingError, match=r"127\.0\.0\.1: br: .*hyperhttp\[brotli\]"):
+            await client.get(server.url + "/")

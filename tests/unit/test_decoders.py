@@ -12,6 +12,7 @@ import brotli
 import pytest
 import zstandard
 
+from hyperhttp import _decoders as decoders
 from hyperhttp._decoders import ContentDecoder, IdentityDecoder, accept_encoding, make_decoder
 from hyperhttp._exceptions import DecodingError
 
@@ -126,6 +127,43 @@ def test_gzip_trailing_garbage_ignored() -> None:
     assert d.decode(gzip.compress(b"body") + b"\x00\x00junk") + d.flush() == b"body"
 
 
+TRAILERS = [b"junk", b"\r\n", bytes(16), b"\x1f", b"x" * 70_000]
+WBITS = {"deflate": zlib.MAX_WBITS, "raw deflate": -zlib.MAX_WBITS, "gzip": 16 + zlib.MAX_WBITS}
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "trailer"),
+    [(w, t) for w in WBITS for t in TRAILERS]
+    + [("deflate", b"\x1f\x8b"), ("raw deflate", b"\x1f\x8b")],  # gzip: a next member
+    ids=lambda v: repr(v[:8]) if isinstance(v, bytes) else v,
+)
+def test_bytes_after_the_end_of_the_stream_are_ignored(wrapper: str, trailer: bytes) -> None:
+    """deflate (zlib-wrapped or raw) ignores them as gzip does. They used to
+    be held for ever with needs_input False, and every caller spun."""
+    coding = "gzip" if wrapper == "gzip" else "deflate"
+    body = _zlib(b"hello", WBITS[wrapper]) + trailer
+    d = make_decoder(coding)
+    assert d.decode(body, 65536) == b"hello"
+    assert d.needs_input
+    assert d.decode(b"more junk") == b""  # still nothing after the end
+    assert d.needs_input
+    assert d.flush() == b""
+    for step in (1, 3):
+        out, _ = drain(make_decoder(coding), body, step=step, limit=2)
+        assert out == b"hello"
+
+
+def test_trailing_bytes_inside_a_stack_do_not_spin() -> None:
+    # "deflate, gzip": gzip undone first, then a deflate stream with a byte after it.
+    body = gzip.compress(_zlib(b"hi", zlib.MAX_WBITS) + b"x")
+    d = make_decoder("deflate, gzip")
+    assert d.decode(body, 1 << 18) == b"hi"
+    assert d.needs_input
+    assert d.flush() == b""
+    out, _ = drain(make_decoder("deflate, gzip"), body, step=1, limit=1)
+    assert out == b"hi"
+
+
 def test_zstd_multiple_and_skippable_frames() -> None:
     skippable = struct.pack("<II", 0x184D2A50, 5) + b"12345"
     body = _zstd(b"one,") + skippable + zstandard.ZstdCompressor().compress(b"two")
@@ -227,6 +265,37 @@ def test_empty_body_is_not_an_error(coding: str) -> None:
     d = make_decoder(coding)
     assert d.decode(b"") == b""
     assert d.flush() == b""
+
+
+@pytest.mark.parametrize(
+    ("coding", "package"), [("br", "brotli"), ("zstd", "zstd"), ("gzip, br", "brotli")]
+)
+def test_missing_package_fails_only_on_a_byte_of_body(
+    monkeypatch: pytest.MonkeyPatch, coding: str, package: str
+) -> None:
+    """HEAD, 204 and 304 carry Content-Encoding with no body: without brotli
+    or zstandard installed, make_decoder used to raise for them too."""
+    monkeypatch.setattr(decoders, "_brotli", lambda: None)
+    monkeypatch.setattr(decoders, "_zstandard", lambda: None)
+    d = make_decoder(coding)
+    assert d.decode(b"") == b""
+    assert d.needs_input
+    assert d.flush() == b""
+    d = make_decoder(coding)
+    with pytest.raises(DecodingError, match=rf"install hyperhttp\[{package}\]"):
+        d.decode(b"\x0b\x02\x80hello\x03")  # never handed out as if it were the body
+        d.flush()
+
+
+def test_missing_package_under_another_coding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "br, gzip": gzip undone first; what it yields is brotli, which cannot be decoded.
+    monkeypatch.setattr(decoders, "_brotli", lambda: None)
+    d = make_decoder("br, gzip")
+    with pytest.raises(DecodingError, match="br: "):
+        d.decode(gzip.compress(brotli.compress(b"hello")))
+        d.flush()
+    d = make_decoder("br, gzip")
+    assert d.decode(gzip.compress(b"")) + d.flush() == b""  # nothing reached br
 
 
 def test_decoding_error_is_a_hyperhttp_error() -> None:
