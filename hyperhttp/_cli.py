@@ -1,26 +1,60 @@
 """The `hyperhttp` command: `hyperhttp get|post|put|patch|delete|head|options URL`.
 
-Prints the status line and headers to stderr-free stdout like curl -i, then
-the body; `-o FILE` streams the body to a file with a progress bar on
-stderr.
+Prints the status line and headers to stdout like curl -i, then the body;
+`-o FILE` streams the body to a file with a progress bar on stderr.
+
+Every way the command can end has its own exit status (docs/cli.md lists
+them), so a script can tell "the server said no" (1) from "no answer" (2)
+from "you asked wrongly" (64) from "a file here is unusable" (74). What a
+server sends never reaches a terminal as control bytes: the head is
+escaped there, and a binary body is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
+import os
+import re
+import ssl
 import sys
 import time
-from typing import IO, Any
+import warnings
+from typing import IO, Any, BinaryIO, NoReturn
 
 VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 
+EXIT_HTTP_ERROR = 1  # a response of 400 or more
+EXIT_NO_RESPONSE = 2  # the request failed: a HyperHTTPError
+EXIT_BINARY_TO_TERMINAL = 3  # a body holding NUL bytes, refused to a terminal
+EXIT_USAGE = 64  # EX_USAGE: bad options or arguments
+EXIT_LOCAL_FILE = 74  # EX_IOERR: a file or CA bundle on this machine is unusable
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `cat big | head`
+
+_CHUNK = 1024 * 1024
+# C0 controls but tab, DEL, and C1 controls (header text is latin-1, so a
+# 0x9b byte arrives as U+009B, which a terminal reads as CSI).
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors exiting `EXIT_USAGE`: its own 2 means "no response" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _LocalFileError(Exception):
+    """A file named on the command line cannot be used; the message names it."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hyperhttp", description="Send HTTP requests with hyperhttp."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hyperhttp", description="Send HTTP requests with hyperhttp.")
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
     coordinator = sub.add_parser(
         "coordinator", help="start, stop or inspect a fleet coordinator"
     )
@@ -34,10 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-fleet", action="store_true", help="skip the fleet part")
     for verb in VERBS:
         p = sub.add_parser(verb, help=f"send a {verb.upper()} request")
-        p.add_argument("url")
-        p.add_argument("-H", "--header", action="append", default=[],
+        p.add_argument("url", type=_url)
+        p.add_argument("-H", "--header", type=_header, action="append", default=[],
                        help="request header 'Name: value' (repeatable)")
-        p.add_argument("--json", dest="json_data", help="JSON text sent as the body")
+        p.add_argument("--json", dest="json_data", type=_json_text,
+                       help="JSON text sent as the body")
         p.add_argument("-d", "--data", help="raw body text (use @FILE to send a file)")
         p.add_argument("-o", "--output", help="write the body to this file")
         p.add_argument("--http1", action="store_true", help="offer only HTTP/1.1")
@@ -45,19 +80,77 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-k", "--insecure", action="store_true",
                        help="do not verify TLS certificates")
         p.add_argument("--cacert", help="CA bundle to verify the server with")
-        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (default 30)")
         p.add_argument("-q", "--quiet", action="store_true", help="print only the body")
     return parser
 
 
-def _headers(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for raw in values:
-        name, sep, value = raw.partition(":")
-        if not sep or not name.strip():
-            raise SystemExit(f"hyperhttp: bad header {raw!r}; use 'Name: value'")
-        out.append((name.strip(), value.strip()))
-    return out
+# Argument types: the ArgumentTypeError they raise becomes argparse's usage
+# error, "argument NAME: MESSAGE", exiting EXIT_USAGE.
+
+
+def _url(text: str) -> str:
+    """`text` unchanged, unless it plainly lacks a scheme ("host:port/path"):
+    the command has no base_url to resolve a relative URL against."""
+    from ._exceptions import InvalidURL
+    from ._urls import URL
+
+    try:
+        url = URL(text)
+    except InvalidURL:
+        return text  # the client reports it, redacted
+    if "://" in text or url.scheme in ("http", "https"):
+        return text
+    guess = ("http:" if text.startswith("//") else "http://") + text
+    try:
+        shown = URL(guess)
+    except InvalidURL:
+        shown = None
+    if shown is None or not shown.host:
+        raise argparse.ArgumentTypeError("URL has no scheme; give one, as in http://HOST/PATH")
+    # redacted(): the text may carry a password, which must not be echoed.
+    raise argparse.ArgumentTypeError(f"URL has no scheme; did you mean {shown.redacted()!r}?")
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        # Not quoted: a header typed without its colon may be a token.
+        raise argparse.ArgumentTypeError("a header needs a name and a colon: 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def _json_text(text: str) -> str:
+    """`text`, checked to be JSON; decoded again when the request is built."""
+    import msgspec
+
+    try:
+        msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"want a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _escape(text: str) -> str:
+    """`text` with control characters shown as ``\\xNN``, safe for a terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: IO[str] | None = None, line: str | None = None) -> None:
+    """One line per warning. The library's warnings point at the caller's
+    line, which for the command is asyncio's internals: no use to show."""
+    print(f"hyperhttp: warning: {_escape(str(message))}", file=sys.stderr)
 
 
 class _Progress:
@@ -85,70 +178,138 @@ class _Progress:
         self.stream.flush()
 
 
-def _file_body(path: str) -> Any:
-    """Stream a file as the request body, with a progress bar on stderr."""
-    import os
+def _open(path: str, option: str, files: contextlib.ExitStack, *, write: bool = False) -> BinaryIO:
+    """`path` opened to read (or `write`) for `option`, closed with `files`."""
+    try:
+        # `files` closes them; ruff cannot tell it is an ExitStack, hence SIM115.
+        if write:
+            fh: BinaryIO = files.enter_context(open(path, "wb"))  # noqa: SIM115
+        else:
+            fh = files.enter_context(open(path, "rb"))  # noqa: SIM115
+        if os.path.isdir(path):  # where opening a directory for reading succeeds
+            raise IsADirectoryError(21, "Is a directory")
+    except OSError as exc:
+        doing = "write" if write else "read"
+        raise _LocalFileError(f"cannot {doing} {path!r} ({option}): "
+                              f"{exc.strerror or exc}") from None
+    return fh
 
+
+def _file_body(fh: BinaryIO) -> Any:
+    """Stream an open file as the request body, with a progress bar on stderr."""
     from ._content import IterableBody
 
-    size = os.path.getsize(path)
+    size = os.fstat(fh.fileno()).st_size
 
     async def chunks() -> Any:
         progress = _Progress(size, sys.stderr)
-        with open(path, "rb") as fh:
-            while True:
-                chunk = await asyncio.to_thread(fh.read, 1024 * 1024)
-                if not chunk:
-                    break
-                progress.update(len(chunk))
-                yield chunk
+        while True:
+            chunk = await asyncio.to_thread(fh.read, _CHUNK)
+            if not chunk:
+                break
+            progress.update(len(chunk))
+            yield chunk
         progress.update(0, final=True)
 
     return IterableBody(chunks(), length=size)
 
 
-async def _run(args: argparse.Namespace) -> int:
-    import hyperhttp
-
-    kwargs: dict[str, Any] = {"headers": _headers(args.header)}
+def _request_body(args: argparse.Namespace, files: contextlib.ExitStack) -> dict[str, Any]:
     if args.json_data is not None:
         import msgspec
 
-        try:
-            kwargs["json"] = msgspec.json.decode(args.json_data)
-        except msgspec.DecodeError as exc:
-            raise SystemExit(f"hyperhttp: --json is not valid JSON: {exc}") from None
-    elif args.data is not None:
-        if args.data.startswith("@"):
-            kwargs["content"] = _file_body(args.data[1:])
-        else:
-            kwargs["content"] = args.data.encode()
+        return {"json": msgspec.json.decode(args.json_data)}
+    if args.data is None:
+        return {}
+    if args.data.startswith("@"):
+        return {"content": _file_body(_open(args.data[1:], "-d @FILE", files))}
+    return {"content": args.data.encode()}
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import hyperhttp
+
     verify: bool | str = args.cacert or not args.insecure
-    async with hyperhttp.Client(
-        http2=not args.http1, verify=verify, timeout=args.timeout,
-        follow_redirects=args.follow,
-    ) as client:
-        async with client.stream(args.command.upper(), args.url, **kwargs) as response:
+    try:
+        return hyperhttp.Client(
+            http2=not args.http1, verify=verify, timeout=args.timeout,
+            follow_redirects=args.follow,
+        )
+    except OSError as exc:  # the CA bundle, read when the client is built
+        if not args.cacert:
+            raise
+        if isinstance(exc, FileNotFoundError):
+            reason = "no such file or directory"
+        elif isinstance(exc, ssl.SSLError):
+            reason = f"not a CA bundle ({exc.reason or exc})"
+        else:
+            reason = exc.strerror or str(exc)
+        raise _LocalFileError(f"cannot use CA bundle {args.cacert!r} (--cacert): "
+                              f"{reason}") from None
+
+
+def _print_head(response: Any) -> None:
+    lines = [f"{response.http_version} {response.status_code} {response.reason_phrase}"]
+    lines += [f"{name}: {value}" for name, value in response.headers.multi_items()]
+    if sys.stdout.isatty():
+        lines = [_escape(line) for line in lines]
+    sys.stdout.write("\n".join(lines) + "\n\n")
+    sys.stdout.flush()  # before the body goes to sys.stdout.buffer
+
+
+async def _print_body(response: Any) -> int:
+    """Write the body to stdout, byte for byte; to a terminal, only if it is text."""
+    out = sys.stdout.buffer
+    terminal = out.isatty()
+    async for chunk in response.aiter_bytes():
+        if terminal and b"\0" in chunk:
+            out.flush()
+            print("hyperhttp: not printing a binary body to the terminal; "
+                  "save it with -o FILE or pipe it (| less, > FILE)", file=sys.stderr)
+            return EXIT_BINARY_TO_TERMINAL
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
+def _expected_size(response: Any) -> int | None:
+    """How many bytes -o will write, if the head says: Content-Length counts
+    the bytes on the wire, which are what -o writes only when not encoded."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    length = response.headers.get("content-length")
+    if coding not in ("", "identity") or not length or not length.isdigit():
+        return None
+    return int(length)
+
+
+async def _save_body(response: Any, fh: BinaryIO, path: str) -> None:
+    """Write the (decoded) body to `fh`, with a progress bar on stderr."""
+    progress = _Progress(_expected_size(response), sys.stderr)
+    async for chunk in response.aiter_bytes():
+        try:
+            fh.write(chunk)
+        except OSError as exc:
+            raise _LocalFileError(f"cannot write {path!r} (-o): {exc.strerror or exc}") from None
+        progress.update(len(chunk))
+    progress.update(0, final=True)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    # Everything local is checked before anything is sent: the body file,
+    # the CA bundle, then the output file (last, as opening creates it).
+    with contextlib.ExitStack() as files:
+        kwargs = _request_body(args, files)
+        client = _client(args)
+        sink = _open(args.output, "-o", files, write=True) if args.output else None
+        async with client, client.stream(args.command.upper(), args.url,
+                                         headers=args.header, **kwargs) as response:
             if not args.quiet:
-                print(f"{response.http_version} {response.status_code} {response.reason_phrase}")
-                for name, value in response.headers.multi_items():
-                    print(f"{name}: {value}")
-                print()
-            if args.output:
-                length = response.headers.get("content-length")
-                progress = _Progress(int(length) if length and length.isdigit() else None,
-                                     sys.stderr)
-                with open(args.output, "wb") as fh:
-                    async for chunk in response.aiter_bytes():
-                        fh.write(chunk)
-                        progress.update(len(chunk))
-                progress.update(0, final=True)
-            else:
-                out = sys.stdout.buffer
-                async for chunk in response.aiter_bytes():
-                    out.write(chunk)
-                out.flush()
-        return 0 if response.status_code < 400 else 1
+                _print_head(response)
+            if sink is not None:
+                await _save_body(response, sink, args.output)
+            elif status := await _print_body(response):
+                return status
+        return 0 if response.status_code < 400 else EXIT_HTTP_ERROR
 
 
 def _coordinator(args: argparse.Namespace) -> int:
@@ -168,7 +329,7 @@ def _coordinator(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _dispatch(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     import hyperhttp
 
@@ -179,11 +340,38 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(requests=args.requests, workers=args.workers, cap=args.cap,
                    fleet=not args.no_fleet)
-
     try:
         return asyncio.run(_run(args))
     except hyperhttp.HyperHTTPError as exc:
-        print(f"hyperhttp: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        print(f"hyperhttp: {type(exc).__name__}: {_escape(str(exc))}", file=sys.stderr)
+        return EXIT_NO_RESPONSE
+    except _LocalFileError as exc:
+        print(f"hyperhttp: {_escape(str(exc))}", file=sys.stderr)
+        return EXIT_LOCAL_FILE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is still buffered
+    when the interpreter exits does not fail a second time, with a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout
+        pass
+    finally:
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns its exit status."""
+    with warnings.catch_warnings():  # restores showwarning: the library's own is untouched
+        warnings.showwarning = _show_warning
+        try:
+            status = _dispatch(argv)
+            sys.stdout.flush()  # a reader gone away shows here, not at interpreter exit
+        except BrokenPipeError:  # `hyperhttp get URL | head`: quietly, as cat does
+            _discard_stdout()
+            return EXIT_PIPE_CLOSED
+    return status

@@ -2,12 +2,14 @@
 
 Each takes the parsed `argparse.Namespace` from a parser built with
 `add_arguments`, and returns the process exit status (status also prints).
+Errors go to stderr, so stdout only ever holds what a script may parse.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .._exceptions import CoordinatorError
 from ._connect import fleet_status, stop_coordinator
@@ -41,7 +43,7 @@ def start_cli(args: argparse.Namespace) -> int:
             backend=getattr(args, "backend", None),
         ).detach()
     except CoordinatorError as exc:
-        print(f"hyperhttp coordinator: {exc}")
+        print(f"hyperhttp coordinator: {exc}", file=sys.stderr)
         return 1
     print(f"coordinator {args.name} running, pid {coord.pid}")
     print(f"export HYPERHTTP_COORDINATOR={coord.address}")
@@ -53,7 +55,7 @@ def stop_cli(args: argparse.Namespace) -> int:
         pid = stop_coordinator(paths_for(args.name, runtime_dir=args.runtime_dir,
                                          socket_path=args.socket))
     except CoordinatorError as exc:
-        print(f"hyperhttp coordinator: {exc}")
+        print(f"hyperhttp coordinator: {exc}", file=sys.stderr)
         return 1
     print(f"stopped coordinator pid {pid}")
     return 0

@@ -34,11 +34,15 @@ def test_cli_start_status_stop(short_tmp: Path, capsys: pytest.CaptureFixture[st
     assert "caps: 7 total, None per host" in text and "leases: 0 held, 0 waiting" in text
     assert '"max_connections": 7' in status_cli(_args("status", *common, "--json"))
     assert start_cli(_args("start", *common)) == 1  # one per directory
-    assert "already running" in capsys.readouterr().out
+    refused = capsys.readouterr()
+    assert "already running" in refused.err and refused.out == ""  # errors on stderr
     assert stop_cli(_args("stop", *common)) == 0
     with pytest.raises(CoordinatorError):
         status_cli(_args("status", *common))
+    capsys.readouterr()
     assert stop_cli(_args("stop", *common)) == 1
+    not_running = capsys.readouterr()
+    assert not_running.err.startswith("hyperhttp coordinator: ") and not_running.out == ""
 
 
 def test_module_runs_in_the_foreground_and_stops_on_sigterm(short_tmp: Path) -> None:

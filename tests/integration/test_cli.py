@@ -4,26 +4,39 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from hyperhttp import _cli
 from tests.support.app import FIXED_JSON, pattern_bytes
+from tests.support.fixtures import RawServerFactory
+from tests.support.raw import canned
 from tests.support.servers import ServerHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     # No proxy from the environment may divert a loopback request.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                  "all_proxy"):
         env.pop(name, None)
+    return env
+
+
+def run(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "hyperhttp", *args],
-        capture_output=True, timeout=60, cwd=ROOT, env=env, check=False,
+        capture_output=True, timeout=60, cwd=ROOT, env=_env(), check=False,
     )
 
 
@@ -84,9 +97,9 @@ def test_output_file_and_progress(http_server: ServerHandle, tmp_path: Path) -> 
 
 def test_non_2xx_exit_code(http_server: ServerHandle) -> None:
     result = run("get", http_server.url + "/status/404")
-    assert result.returncode != 0
+    assert result.returncode == _cli.EXIT_HTTP_ERROR == 1
     assert split_output(result.stdout)[0].startswith("HTTP/1.1 404")
-    assert run("get", http_server.url + "/status/503").returncode != 0
+    assert run("get", http_server.url + "/status/503").returncode == 1
 
 
 def test_connection_error_is_reported(http_server: ServerHandle) -> None:
@@ -98,7 +111,7 @@ def test_connection_error_is_reported(http_server: ServerHandle) -> None:
         result = run("get", f"http://127.0.0.1:{sock.getsockname()[1]}/")
     finally:
         sock.close()
-    assert result.returncode not in (0, 1)
+    assert result.returncode == _cli.EXIT_NO_RESPONSE == 2
     assert b"ConnectError" in result.stderr
     assert b"Traceback" not in result.stderr
 
@@ -140,3 +153,220 @@ def test_upload_from_file_shows_progress(http_server: ServerHandle, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["body_length"] == 200_000
     assert "200000" in result.stderr.decode(), "no upload progress on stderr"
+
+
+# Exit statuses: each outcome its own, all documented.
+
+
+def test_every_exit_status_is_documented() -> None:
+    codes = {value for name, value in vars(_cli).items() if name.startswith("EXIT_")}
+    assert len(codes) == len([n for n in vars(_cli) if n.startswith("EXIT_")])  # all distinct
+    table = (ROOT / "docs" / "cli.md").read_text().partition("## Exit status")[2]
+    documented = {int(m) for m in re.findall(r"^\| `(\d+)` \|", table, re.MULTILINE)}
+    assert documented == codes | {0}
+
+
+# Standard output closed early: `hyperhttp get URL | head`.
+
+
+def test_reader_leaving_mid_body_ends_quietly(http_server: ServerHandle) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperhttp", "get", "-q", http_server.url + "/bytes/4000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stdout.read(10) == pattern_bytes(10)
+        proc.stdout.close()  # 4 MB do not fit in the pipe: the next write fails
+        err = proc.stderr.read()
+        assert proc.wait(60) == _cli.EXIT_PIPE_CLOSED == 141
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert err == b""
+
+
+def test_reader_gone_before_output_ends_quietly(http_server: ServerHandle) -> None:
+    # Nothing reads at all: the head, buffered, fails only when flushed.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "hyperhttp", "get", http_server.url + "/json"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=60, cwd=ROOT, env=_env(),
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == _cli.EXIT_PIPE_CLOSED
+    assert result.stderr == b""  # not even "Exception ignored ... BrokenPipeError"
+
+
+# Local files: one line naming the file, EXIT_LOCAL_FILE, nothing sent.
+
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize(("option", "name", "reason"), [
+    ("-d", "@missing", "No such file or directory"),
+    ("-d", "@.", "Is a directory"),
+    ("-o", "missing/out", "No such file or directory"),
+    ("--cacert", "missing.pem", "no such file or directory"),
+    ("--cacert", "junk.pem", "not a CA bundle"),
+])
+def test_unusable_local_file(raw_server: RawServerFactory, tmp_path: Path, option: str,
+                             name: str, reason: str) -> None:
+    (tmp_path / "junk.pem").write_text("junk\n")
+    path = str(tmp_path / name.lstrip("@")) if name != "@." else str(tmp_path)
+    value = "@" + path if name.startswith("@") else path
+    server = raw_server(canned(_ANSWER), tls=option == "--cacert")
+    result = run("put", server.url + "/x", option, value)
+    assert result.returncode == _cli.EXIT_LOCAL_FILE == 74
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hyperhttp: ") and f"{path!r} ({option}" in lines[0]
+    assert reason in lines[0]
+    assert server.accepted == 0  # nothing was sent that could not be completed
+    assert not (tmp_path / "missing").exists()
+
+
+# Usage errors: argparse's message, EXIT_USAGE.
+
+
+@pytest.mark.parametrize("args", [
+    ["--timeout", "-1"], ["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "0"],
+    ["--timeout", "soon"], ["-H", "NoColon"], ["--json", "{x"], ["--no-such-option"],
+])
+def test_usage_errors(args: list[str]) -> None:
+    result = run("post", "http://127.0.0.1:9/never", *args)
+    assert result.returncode == _cli.EXIT_USAGE == 64, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert re.match(r"hyperhttp( post)?: error: ", result.stderr.decode().splitlines()[-1])
+
+
+def test_a_header_without_its_colon_is_not_echoed() -> None:
+    # It may be a token typed as "Authorization Bearer ...".
+    result = run("get", "http://127.0.0.1:9/never", "-H", "Authorization Bearer s3cr3t-t0ken")
+    assert result.returncode == _cli.EXIT_USAGE
+    assert b"s3cr3t-t0ken" not in result.stderr
+    assert "a header needs a name and a colon: 'Name: value'" in result.stderr.decode()
+
+
+def test_missing_command_is_a_usage_error() -> None:
+    assert run().returncode == _cli.EXIT_USAGE
+
+
+def test_url_without_scheme_suggests_one_and_hides_the_password() -> None:
+    result = run("get", "user:s3cretpw@127.0.0.1:9/x")
+    assert result.returncode == _cli.EXIT_USAGE
+    error = result.stderr.decode().splitlines()[-1]
+    assert error.endswith(
+        "URL has no scheme; did you mean 'http://user:[secure]@127.0.0.1:9/x'?"), error
+    assert b"s3cretpw" not in result.stderr
+    assert b"base_url" not in result.stderr
+    assert "did you mean 'http://127.0.0.1:9/x'?" in run("get", "//127.0.0.1:9/x").stderr.decode()
+
+
+# Warnings: one line, in the command only.
+
+
+def test_insecure_warning_is_one_line(https_server: ServerHandle) -> None:
+    result = run("get", "-k", "-q", https_server.url + "/json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == FIXED_JSON
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("hyperhttp: warning: TLS certificate verification is disabled")
+
+
+def test_warning_format_is_restored_after_the_command(https_server: ServerHandle) -> None:
+    code = ("import warnings, hyperhttp._cli as cli; "
+            f"cli.main(['get', '-k', '-q', {https_server.url + '/json'!r}]); "
+            "warnings.warn('after the command', UserWarning)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                            cwd=ROOT, env=_env(), check=False)
+    err = result.stderr.decode()
+    assert "hyperhttp: warning: TLS certificate verification" in err
+    assert "UserWarning: after the command" in err  # Python's own format again
+
+
+# -o writes the decoded body; the progress total must count the same bytes.
+
+
+def test_output_progress_of_a_compressed_body(http_server: ServerHandle, tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    result = run("get", "-q", http_server.url + "/gzip?pad=100000", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    body = target.read_bytes()
+    assert json.loads(body)["pad"] == "x" * 100_000  # decoded, as printing would show it
+    progress = result.stderr.decode()
+    assert not re.search(r"\d+/\d+ bytes", progress), progress  # no compressed total
+    assert f"\r{len(body)} bytes" in progress
+
+
+# A hostile server and a terminal: the head escaped, a binary body refused.
+
+_HOSTILE_HEAD = (b"HTTP/1.1 200 O\x1b[2JK\r\nX-Evil: a\x1b]0;pwned\x07b\x9b\tc\x7f\r\n"
+                 b"Content-Length: 2\r\n\r\nok")
+_BINARY_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nab\x00\x1b[2Jz"
+
+
+def run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """Run the command with stdout on a pseudo-terminal: (status, what the
+    terminal received, stderr)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "hyperhttp", *args], stdout=slave,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                env=_env())
+    finally:
+        os.close(slave)
+    shown = bytearray()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the command has closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        status = proc.wait(60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return status, bytes(shown), err
+
+
+def test_terminal_sees_control_bytes_of_the_head_escaped(raw_server: RawServerFactory) -> None:
+    server = raw_server(canned(_HOSTILE_HEAD))
+    status, shown, _ = run_on_terminal("get", server.url + "/")
+    assert status == 0
+    assert b"HTTP/1.1 200 O\\x1b[2JK" in shown
+    assert b"X-Evil: a\\x1b]0;pwned\\x07b\\x9b\tc\\x7f" in shown
+    assert b"\x1b" not in shown and b"\x07" not in shown and "\x9b".encode() not in shown
+    piped = run("get", server.url + "/")  # a pipe gets the head as sent
+    assert b"X-Evil: a\x1b]0;pwned\x07b" in piped.stdout
+
+
+def test_terminal_refuses_a_binary_body(raw_server: RawServerFactory, tmp_path: Path) -> None:
+    server = raw_server(canned(_BINARY_BODY))
+    status, shown, err = run_on_terminal("get", server.url + "/")
+    assert status == _cli.EXIT_BINARY_TO_TERMINAL == 3
+    assert b"\x00" not in shown and b"\x1b" not in shown
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "-o FILE" in lines[0] and lines[0].startswith("hyperhttp: ")
+    assert run("get", "-q", server.url + "/").stdout == b"ab\x00\x1b[2Jz"  # pipes: as sent
+    target = tmp_path / "body.bin"
+    status, _, _ = run_on_terminal("get", "-q", server.url + "/", "-o", str(target))
+    assert status == 0
+    assert target.read_bytes() == b"ab\x00\x1b[2Jz"
