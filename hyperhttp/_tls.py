@@ -52,11 +52,18 @@ def create_ssl_context(
     - ``cert``: client certificate for mutual TLS: a PEM file holding cert
       and key, ``(cert_file, key_file)`` or ``(cert_file, key_file, password)``.
     - ``ssl_context``: used as given instead of ``verify``/``cert`` (passing
-      either with it is an error); only its ALPN protocols are set.
+      either with it is an error); only its ALPN protocols are set, on the
+      context itself (Python sets ALPN per context, not per connection), so
+      clients with different ``http2`` values must not share one.
 
     ALPN offers ``h2`` then ``http/1.1``, or only ``http/1.1`` with
     ``http2=False``. Built contexts require TLS 1.2 or newer.
     """
+    if isinstance(verify, ssl.SSLContext):
+        raise TypeError(
+            "verify= takes True, False or a CA bundle path, not an ssl.SSLContext: "
+            "use ssl_context= to pass your own context"
+        )
     if ssl_context is not None:
         if verify is not True or cert is not None:
             raise ValueError(
@@ -140,11 +147,63 @@ def _harden(ctx: ssl.SSLContext) -> None:
 
 
 def _load_client_cert(ctx: ssl.SSLContext, cert: CertTypes) -> None:
-    if isinstance(cert, str):
-        ctx.load_cert_chain(cert)
+    """Load the client certificate and key; failures name the files (never
+    the password). A key that turns out encrypted with no password given
+    fails at once: OpenSSL would otherwise prompt on the terminal."""
+    keyfile: str | None
+    password: str | None
+    if isinstance(cert, str | os.PathLike):
+        certfile, keyfile, password = os.fspath(cert), None, None
     elif len(cert) == 2:
-        ctx.load_cert_chain(cert[0], cert[1])
+        certfile, keyfile, password = cert[0], cert[1], None
     elif len(cert) == 3:
-        ctx.load_cert_chain(cert[0], cert[1], password=cert[2])
+        certfile, keyfile, password = cert
     else:
         raise ValueError("cert must be a path, (cert, key) or (cert, key, password)")
+    key = keyfile or certfile
+
+    def no_password() -> str:
+        raise ValueError(f"client key {key!r} is encrypted; pass cert=(cert, key, password)")
+
+    try:
+        ctx.load_cert_chain(certfile, keyfile, password=no_password if password is None else password)
+    except ssl.SSLError as exc:
+        raise ValueError(_cert_error(certfile, keyfile, exc)) from None
+    except OSError as exc:
+        path = _unreadable(certfile) or (_unreadable(keyfile) if keyfile else None) or certfile
+        what = "certificate" if path == certfile else "key"
+        raise type(exc)(exc.errno, f"cannot read client {what} file ({exc.strerror})", path) from None
+
+
+def _cert_error(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str:
+    """Why OpenSSL refused the pair: its own reason ("PEM lib") says nothing."""
+    key = keyfile or certfile
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"client key {key!r} does not match client certificate {certfile!r}"
+    if not _has_pem_certificate(certfile):
+        return f"client certificate {certfile!r} is not a PEM certificate"
+    if keyfile is None:
+        return (
+            f"client certificate file {certfile!r} holds no usable PEM key: "
+            "pass cert=(cert, key) or cert=(cert, key, password)"
+        )
+    return (
+        f"could not load client key {keyfile!r} for certificate {certfile!r}: "
+        "wrong password or not a PEM key"
+    )
+
+
+def _unreadable(path: str) -> str | None:
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError:
+        return path
+
+
+def _has_pem_certificate(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"-----BEGIN CERTIFICATE-----" in f.read()
+    except OSError:
+        return False

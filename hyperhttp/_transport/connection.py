@@ -92,6 +92,15 @@ class Connector:
             )
         try:
             if ctx is not None and negotiated_alpn(transport) == "h2":
+                if not self.http2:
+                    # ALPN is set per context: a context shared with a client
+                    # that has http2=True offers h2 for this one too.
+                    raise TLSError(
+                        f"{peer} chose HTTP/2 by ALPN, but this client has http2=False: "
+                        "its ssl_context offers h2 because it is shared with a client that "
+                        "has http2=True or its ALPN protocols were set by the caller; give "
+                        "each client its own ssl_context"
+                    )
                 from .http2 import HTTP2Connection
 
                 conn = HTTP2Connection(origin, stream, on_release)

@@ -74,6 +74,7 @@ PING_TIMEOUT = 10.0
 # reads nothing would grow our write buffer without end (RFC 9113 10.5).
 # Uploads are not counted: they wait for the buffer to drain.
 REPLY_BACKLOG_LIMIT = 4 * 1024 * 1024
+MAX_STREAM_ID = 2**31 - 1
 
 
 class HTTP2Connection(H2Events):
@@ -113,6 +114,7 @@ class HTTP2Connection(H2Events):
         self._draining = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._goaway: tuple[int, int] | None = None  # (last_stream_id, error_code)
+        self._ids_exhausted = False  # then _goaway is (MAX_STREAM_ID, 0): see _open_stream
         self._closed = False
         self._failure: HyperHTTPError | None = None
         self.idle_since = time.monotonic()
@@ -250,7 +252,8 @@ class HTTP2Connection(H2Events):
     ) -> Stream:
         self._pinger.busy()
         if self._closed or self._goaway is not None:
-            why = "is closed" if self._closed else "received GOAWAY"
+            why = "received GOAWAY" if not self._ids_exhausted else "has used all its stream ids"
+            why = "is closed" if self._closed else why
             raise RequestNotProcessed(f"connection to {self.peer} {why}; request not sent")
         h2c = self._h2
         try:
@@ -261,7 +264,11 @@ class HTTP2Connection(H2Events):
             ):
                 h2c.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.NoAvailableStreamIDError:
-            self._goaway = (0, 0)  # ids exhausted: behave as after GOAWAY
+            # No new stream, as after a graceful GOAWAY naming the highest
+            # id (RFC 9113 6.8): every stream already open is still processed
+            # (and reset if abandoned); a real GOAWAY later replaces this.
+            self._goaway = (MAX_STREAM_ID, 0)
+            self._ids_exhausted = True
             raise RequestNotProcessed(
                 f"connection to {self.peer} has used all its stream ids; request not sent"
             ) from None
@@ -590,6 +597,7 @@ class HTTP2Connection(H2Events):
 
     def __repr__(self) -> str:
         state = "CLOSED" if self._closed else "GOAWAY" if self._goaway else "OPEN"
+        state += " (no stream ids left)" if self._ids_exhausted else ""
         return (
             f"<HTTP2Connection {self.peer} {state} streams={len(self._streams)} "
             f"reserved={self._reserved} limit={self._limit} requests={self.requests_served}>"

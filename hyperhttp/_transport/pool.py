@@ -37,14 +37,18 @@ Rules:
    waiter that can now be served; a newcomer goes through the same walk
    first, so it never overtakes an older waiter that could use the same
    resource.
-3. An idle connection of one origin never blocks a waiter for another:
-   when the global cap is reached, the longest-idle connection (HTTP/1.1
-   or HTTP/2, the first in `_idle`, O(1)) is closed to make room. An
-   HTTP/2 connection's last stream ending goes through `_release`, which
-   walks the waiters, so a waiter blocked on the cap evicts it then; a
+3. An idle connection never blocks a waiter: when the global cap is
+   reached, the longest-idle connection of any origin (HTTP/1.1 or HTTP/2,
+   the first in `_idle`, O(1)) is closed to make room; when the per-host
+   cap is reached, an idle HTTP/2 connection of that origin that cannot
+   take a stream (its server allows none) is closed and a new one dialled.
+   An HTTP/2 connection's last stream ending goes through `_release`,
+   which walks the waiters, so a waiter blocked on a cap evicts it then; a
    stream open or reserved keeps it from eviction.
-4. Liveness is checked only when an idle connection is taken; expiry is
-   checked then and by a sweep at most once a second.
+4. Liveness and expiry are checked only when an idle connection is taken
+   (an HTTP/2 connection: only while no stream is open or reserved on it,
+   so a busy one never pays for them); expiry also by a sweep at most once
+   a second.
 5. A waiter that is handed a connection and cancelled before it resumes
    gives the connection straight back.
 6. While a dial that may turn out HTTP/2 is in flight for an origin, further
@@ -271,6 +275,14 @@ class ConnectionPool:
             host = self._hosts[origin] = _Host()
         for conn in host.mux:
             if conn.is_available():
+                # Expiry and liveness only for one with no stream open or
+                # reserved (rule 4): a busy connection never pays for them.
+                if conn.is_idle() and (
+                    conn.has_expired(time.monotonic(), self._expiry)
+                    or not conn.is_alive_when_taken()
+                ):
+                    self._discard(host, conn)
+                    return self._try_acquire(origin)  # host.mux changed: look again
                 conn.reserve_stream()
                 self._idle.pop(conn, None)
                 return conn
@@ -285,7 +297,11 @@ class ConnectionPool:
         probe = self._may_multiplex(origin) and not host.http1_only
         if probe and host.probing:
             return None
-        if self._max_host is not None and host.size() >= self._max_host:
+        if (
+            self._max_host is not None
+            and host.size() >= self._max_host
+            and not self._evict_unusable_mux(host)
+        ):
             return None
         if self._max is not None and self._total >= self._max and not self._evict_idle():
             return None
@@ -294,6 +310,17 @@ class ConnectionPool:
         if probe:
             host.probing += 1
         return _CONNECT
+
+    def _evict_unusable_mux(self, host: _Host) -> bool:
+        """At the per-host cap, close an idle HTTP/2 connection of this origin
+        to free its slot (rule 3). `_try_acquire` took any that could carry a
+        stream, so one still idle here cannot: its server allows no stream
+        (MAX_CONCURRENT_STREAMS 0) or it is closing."""
+        for conn in host.mux:
+            if conn.is_idle():
+                self._discard(host, conn)
+                return True
+        return False
 
     def _evict_idle(self) -> bool:
         """Close the longest-idle connection of any origin to free a slot."""

@@ -132,6 +132,24 @@ async def test_http2_false_offers_only_http11(
     assert https_server.stats.connection_count == 1
 
 
+async def test_shared_ssl_context_never_makes_an_http2_false_client_speak_http2(
+    loop_name: str, https_server: ServerHandle, client_ssl_context: ssl.SSLContext
+) -> None:
+    # ALPN lives on the context: building the second client makes it offer
+    # h2 for the first one too. The first must refuse HTTP/2, not speak it.
+    h1_only = hyperhttp.Client(http2=False, ssl_context=client_ssl_context, trust_env=False)
+    h2_too = hyperhttp.Client(ssl_context=client_ssl_context, trust_env=False)
+    async with h1_only, h2_too:
+        with pytest.raises(hyperhttp.TLSError) as caught:
+            await h1_only.get(https_server.url + "/echo")
+        message = str(caught.value)
+        assert "http2=False" in message and "ssl_context" in message and "h2" in message
+        assert h1_only.get_pool_stats() == {}  # the connection was closed, not kept
+        response = await h2_too.get(https_server.url + "/echo")
+        assert response.http_version == "HTTP/2"
+    assert https_server.stats.requests == 1  # only h2_too's request reached the server
+
+
 # --- DNS and Happy Eyeballs through the Client ----------------------------------
 
 

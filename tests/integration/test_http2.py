@@ -32,12 +32,14 @@ from hyperhttp._transport.dial import negotiated_alpn, open_connection
 from hyperhttp._transport.dns import DNSCache
 from hyperhttp._transport.http2 import HTTP2Connection
 from hyperhttp._transport.pool import MAX_NOT_PROCESSED_RETRIES, ConnectionPool, Origin
+from hyperhttp._transport.signals import RequestNotProcessed
 from tests.support.app import pattern_bytes as app_pattern
 from tests.support.certs import TestCerts
 from tests.support.h2server import H2Server, H2ServerConfig, pattern_bytes
 from tests.support.servers import ServerHandle
 
 CANCEL = 0x8
+MAX_STREAM_ID = 2**31 - 1
 TIMEOUT = Timeout(10.0)
 H2ServerFactory = Callable[..., H2Server]
 
@@ -530,6 +532,35 @@ async def test_cancelling_while_reading_the_body(
         await response.aread()
         await wait_until(lambda: (1, 1, CANCEL) in server.snapshot().resets_received)
         assert conn.active_streams() == 0 and conn.is_available()
+    finally:
+        conn.close()
+
+
+async def test_stream_abandoned_after_ids_run_out_is_reset(
+    certs: TestCerts, h2server: H2ServerFactory
+) -> None:
+    """Out of stream ids, the connection takes no new stream, but the
+    streams already open are the server's to finish: one the caller
+    abandons is reset (CANCEL), the other carries on, then it closes."""
+    server = h2server()
+    conn = await dial(certs, server.port)
+    drip = f"{server.url}/drip?chunks=10&delay=0.05"
+    try:
+        await (await send(conn, "GET", f"{server.url}/echo")).aread()
+        # Two ids left (MAX_STREAM_ID - 2 and MAX_STREAM_ID): 2**30 requests
+        # are out of reach of a test.
+        conn._h2.highest_outbound_stream_id = MAX_STREAM_ID - 4
+        kept = await send(conn, "GET", drip)
+        abandoned = await send(conn, "GET", drip)
+        with pytest.raises(RequestNotProcessed, match="stream ids"):
+            await send(conn, "GET", f"{server.url}/echo")
+        assert not conn.is_available()
+
+        await abandoned.aclose()
+        await wait_until(lambda: (1, MAX_STREAM_ID, CANCEL) in server.snapshot().resets_received)
+        assert len(await kept.aread()) == 10 * 1024
+        await wait_until(conn.is_closed)  # after its last stream, as after GOAWAY
+        assert (1, MAX_STREAM_ID - 2, CANCEL) not in server.snapshot().resets_received
     finally:
         conn.close()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +204,59 @@ def test_bad_cert_tuple_is_rejected(pki: Pki) -> None:
     bad = cast(Any, (str(pki.client_cert_path),))
     with pytest.raises(ValueError, match="cert must be"):
         create_ssl_context(verify=pki.ca_path, cert=bad)
+
+
+def test_client_cert_load_errors_name_the_files_never_the_password(
+    pki: Pki, tmp_path: Path
+) -> None:
+    cert, key = str(pki.client_cert_path), str(pki.client_encrypted_key_path)
+    with pytest.raises(ValueError) as wrong:
+        create_ssl_context(verify=pki.ca_path, cert=(cert, key, "not-the-password"))
+    message = str(wrong.value)
+    assert "wrong password or not a PEM key" in message
+    assert cert in message and key in message
+    assert "not-the-password" not in message and "s3cret" not in message
+
+    for missing_key in (True, False):
+        missing = str(tmp_path / "missing.pem")
+        pair = (cert, missing, "s3cret") if missing_key else (missing, key, "s3cret")
+        with pytest.raises(FileNotFoundError) as gone:
+            create_ssl_context(verify=pki.ca_path, cert=pair)
+        assert gone.value.filename == missing
+        assert ("client key file" if missing_key else "client certificate file") in str(gone.value)
+        assert "s3cret" not in str(gone.value)
+
+    other_key = tmp_path / "other-key.pem"
+    pki.server.private_key_pem.write_to_path(str(other_key))
+    with pytest.raises(ValueError, match="does not match") as mismatch:
+        create_ssl_context(verify=pki.ca_path, cert=(cert, str(other_key)))
+    assert str(other_key) in str(mismatch.value) and cert in str(mismatch.value)
+
+
+def test_encrypted_key_without_password_fails_at_once_without_prompting(pki: Pki) -> None:
+    # In a child with no controlling terminal and nothing on stdin: before the
+    # fix OpenSSL asked for a passphrase there (on a terminal: blocked forever).
+    cert, key = str(pki.client_cert_path), str(pki.client_encrypted_key_path)
+    code = (
+        "from hyperhttp._tls import create_ssl_context\n"
+        f"create_ssl_context(verify={str(pki.ca_path)!r}, cert=({cert!r}, {key!r}))\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    out = (child.stdout + child.stderr).decode()
+    assert child.returncode == 1, out
+    assert f"ValueError: client key {key!r} is encrypted; pass cert=(cert, key, password)" in out
+    assert "pass phrase" not in out
+
+
+def test_verify_given_an_ssl_context_says_to_use_ssl_context() -> None:
+    with pytest.raises(TypeError, match="use ssl_context="):
+        create_ssl_context(verify=cast(Any, ssl.create_default_context()))
 
 
 # ---- handshakes -----------------------------------------------------------------
