@@ -40,7 +40,7 @@ from ._hooks import Hook, HookError, checked_hooks, run_hooks
 from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
 from ._transports import AsyncBaseTransport, HTTPTransport
-from ._urls import URL, QueryParams, shared_url
+from ._urls import URL, QueryParams, scheme_without_host_error, shared_url
 from .errors.circuit_breaker import DomainCircuitBreakerManager
 from .errors.retry import RetryPolicy, RetryReason
 from .errors.telemetry import ErrorTelemetry, emit
@@ -90,21 +90,16 @@ class Client:
                      max_redirects, max_response_size, happy_eyeballs_delay)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError("retry= takes a hyperhttp.errors.retry.RetryPolicy or None")
-        self.base_url = URL(base_url) if base_url is not None else None
-        self.headers = Headers(
-            {
-                "User-Agent": user_agent or f"hyperhttp/{__version__}",
-                "Accept": "*/*",
-                "Accept-Encoding": accept_encoding(),
-            }
-        )
-        if headers:
-            self.headers.update(headers)
-        self.cookies = cookies if isinstance(cookies, CookieJar) else CookieJar(cookies)
+        # base_url, headers, cookies, auth and timeout go through the same
+        # setters as a later `client.headers = {...}` (see "settings" below).
+        self.base_url = base_url
+        self._user_agent = user_agent or f"hyperhttp/{__version__}"
+        self.headers = headers
+        self.cookies = cookies
         self.params = params
-        self.auth: Auth | None = build_auth(auth)
+        self.auth = auth
         self.connect_timeout = connect_timeout
-        self.timeout = self._as_timeout(timeout)
+        self.timeout = timeout
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.retry = retry
@@ -159,6 +154,65 @@ class Client:
     def is_closed(self) -> bool:
         return self._closed
 
+    # --- settings ---------------------------------------------------------------
+    # Assigning one converts and checks it as the constructor does. Code on
+    # the request path reads the underscored attributes: no property call.
+    @property
+    def base_url(self) -> URL | None:
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str | URL | None) -> None:
+        self._base_url = URL(url) if url is not None else None
+
+    @property
+    def headers(self) -> Headers:
+        """Sent with every request; change it in place, or assign a mapping
+        or list of pairs, which replaces the defaults (User-Agent, Accept,
+        Accept-Encoding) only where it names them."""
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: HeaderTypes | None) -> None:
+        merged = Headers(
+            {
+                "User-Agent": self._user_agent,
+                "Accept": "*/*",
+                "Accept-Encoding": accept_encoding(),
+            }
+        )
+        if headers:
+            merged.update(headers)
+        self._headers = merged
+
+    @property
+    def cookies(self) -> CookieJar:
+        """The cookie jar; assigning `{name: value}` starts a new jar."""
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Mapping[str, str] | CookieJar | None) -> None:
+        self._cookies = cookies if isinstance(cookies, CookieJar) else CookieJar(cookies)
+
+    @property
+    def auth(self) -> Auth | None:
+        """Takes what `auth=` takes: `(user, password)`, an `Auth`, a callable or None."""
+        return self._auth
+
+    @auth.setter
+    def auth(self, auth: Any) -> None:
+        self._auth = build_auth(auth)
+
+    @property
+    def timeout(self) -> Timeout:
+        """Takes seconds, None or a `Timeout`, combined with `connect_timeout`
+        as `timeout=` is."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, timeout: TimeoutTypes) -> None:
+        self._timeout = self._as_timeout(timeout)
+
     @property
     def event_hooks(self) -> dict[str, list[Hook]]:
         """The hooks, {"request": [...], "response": [...]}: a live dict of
@@ -201,9 +255,14 @@ class Client:
                     f"URL {target.redacted()!r} names a host but no scheme; "
                     "give a full URL (https://...) or a path"
                 )
-            if self.base_url is None:
+            if target.scheme:
+                # "users:123/profile", "localhost:8080/x", "mailto:a@b": the
+                # part before ':' parses as a scheme; appending the rest to
+                # base_url would quietly drop it.
+                raise scheme_without_host_error(target)
+            if self._base_url is None:
                 raise InvalidURL(f"relative URL {target.redacted()!r} needs a client base_url")
-            base = self.base_url
+            base = self._base_url
             base_path = base.path if base.path.endswith("/") else base.path + "/"
             merged = base.copy_with(path=base_path + target.path.lstrip("/"), query=target.query)
             return merged
@@ -229,7 +288,7 @@ class Client:
             full = URL(full, params=self.params)
         if params:
             full = URL(full, params=params)
-        merged = self.headers.copy()
+        merged = self._headers.copy()
         if headers:
             merged.update(headers)
         body: RequestBody
@@ -241,7 +300,7 @@ class Client:
                 content_type=merged.get("content-type") if files else None,
             )
         ext = dict(extensions) if extensions else {}
-        ext["timeout"] = self.timeout if timeout is _UNSET else self._as_timeout(timeout)
+        ext["timeout"] = self._timeout if timeout is _UNSET else self._as_timeout(timeout)
         request = Request._build(
             method.upper() if isinstance(method, str) else method, full, merged, body, ext
         )
@@ -249,11 +308,11 @@ class Client:
         return request
 
     def _set_cookie_header(self, request: Request, extra: Mapping[str, str] | None) -> None:
-        if not extra and not self.cookies.may_have_cookies():
+        if not extra and not self._cookies.may_have_cookies():
             return  # nothing to send: skip the header scan
         if "cookie" in request.headers:
             return  # written by the caller: sent as is
-        value = self.cookies.cookie_header(request.url, extra)
+        value = self._cookies.cookie_header(request.url, extra)
         if value:
             request.headers["Cookie"] = value
             request.extensions["cookie_from_jar"] = True
@@ -335,11 +394,11 @@ class Client:
                 if self.follow_redirects and response.is_redirect:
                     return await self._follow_from(request, response, not stream)
                 return response
-            auth_obj = self.auth if auth is _UNSET else build_auth(auth)
+            auth_obj = self._auth if auth is _UNSET else build_auth(auth)
             follow = self.follow_redirects if follow_redirects is _UNSET else follow_redirects
             policy = self._policy(retry)
             if request.url.username is not None or request.url.password is not None:
-                if auth is _UNSET and self.auth is None:
+                if auth is _UNSET and self._auth is None:
                     auth_obj = BasicAuth(request.url.username or "", request.url.password or "")
                 request.url = request.url.without_credentials()
             response = await self._send_handling_redirects(
@@ -361,7 +420,7 @@ class Client:
     def _is_plain(self, request: Request) -> bool:
         """True when sending `request` needs no auth flow, retry policy or
         telemetry (the client has none, the URL carries no credentials)."""
-        if self.auth is not None or self.retry is not None or self.telemetry is not None:
+        if self._auth is not None or self.retry is not None or self.telemetry is not None:
             return False
         url = request.url
         return url.username is None and url.password is None
@@ -546,7 +605,7 @@ class Client:
         response.max_size = self.max_response_size
         set_cookies = response.headers.get_list("set-cookie")
         if set_cookies:
-            self.cookies.extract(request.url, set_cookies)
+            self._cookies.extract(request.url, set_cookies)
         try:
             if hooks["response"]:
                 await run_hooks(hooks["response"], response)

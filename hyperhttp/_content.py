@@ -132,7 +132,12 @@ def _as_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, bytearray | memoryview):
         return bytes(chunk)
     if isinstance(chunk, str):
-        return chunk.encode("utf-8")
+        # Refused rather than encoded: a file opened in text mode would go
+        # out with its line endings and its encoding changed.
+        raise TypeError(
+            "request body chunks must be bytes, not str: encode the text, "
+            "or open files in binary mode ('rb')"
+        )
     raise TypeError(f"request body chunks must be bytes, not {type(chunk).__name__}")
 
 
@@ -150,6 +155,8 @@ def encode_request_body(
     """Build the body object for the arguments a caller gave.
     `content_type`: the caller's own Content-Type header, if any; a
     multipart one's `boundary=` is the one the body is built with."""
+    if (content is not None) + (data is not None) + (files is not None) + (json is not None) > 1:
+        _check_one_body(content, data, files, json)
     if content is not None:
         if isinstance(content, bytes):
             return BytesBody(content)
@@ -159,6 +166,13 @@ def encode_request_body(
             return BytesBody(bytes(content))
         if isinstance(content, RequestBody):
             return content
+        if isinstance(content, Mapping):
+            # Iterating it would send its keys run together.
+            raise TypeError(
+                f"content= takes bytes, str or an iterable of bytes, not "
+                f"{type(content).__name__}; use json= to send it as JSON, "
+                f"or data= to send it as form fields"
+            )
         if isinstance(content, AsyncIterable | Iterable):
             return IterableBody(content)
         raise TypeError(f"unsupported type for content=: {type(content).__name__}")
@@ -180,6 +194,20 @@ def encode_request_body(
         except (TypeError, msgspec.EncodeError) as exc:
             raise TypeError(f"json= value cannot be encoded as JSON: {exc}") from None
     return EMPTY_BODY
+
+
+def _check_one_body(content: Any, data: Any, files: Any, json: Any) -> None:
+    """Refuse a second body (it used to be dropped silently); `data=` with
+    `files=` is the one pair allowed: a multipart form."""
+    given = [name for name, value in (("content=", content), ("data=", data), ("json=", json))
+             if value is not None]
+    if len(given) > 1:
+        raise TypeError(f"give only one of content=, data= and json= (got {' and '.join(given)})")
+    if files is not None and given and given[0] != "data=":
+        raise TypeError(
+            f"files= sends a multipart form (with data= for its fields); "
+            f"it cannot be combined with {given[0]}"
+        )
 
 
 _BOUNDARY_PARAM = re.compile(r';\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.IGNORECASE)

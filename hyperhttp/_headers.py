@@ -23,8 +23,22 @@ HeaderTypes = Union[
 _SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+def _name(name: str | bytes) -> str:
+    if isinstance(name, str):
+        return name
+    if isinstance(name, bytes):
+        return name.decode("latin-1")
+    raise TypeError(f"header name must be str or bytes, not {type(name).__name__}")
+
+
+def _value(name: str, value: str | bytes) -> str:
+    # Checked here, where the header's name is known: a None or an int
+    # otherwise failed much later, in a regex that named neither.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    raise TypeError(f"header {name!r} value must be str or bytes, not {type(value).__name__}")
 
 
 class Headers(MutableMapping[str, str]):
@@ -44,8 +58,8 @@ class Headers(MutableMapping[str, str]):
         pairs: Iterable[tuple[str | bytes, str | bytes]]
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         for name, value in pairs:
-            n = _text(name)
-            self._items.append((n, n.lower(), _text(value)))
+            n = _name(name)
+            self._items.append((n, n.lower(), _value(n, value)))
 
     @classmethod
     def from_raw(cls, items: list[tuple[str, str, str]]) -> Headers:
@@ -78,8 +92,9 @@ class Headers(MutableMapping[str, str]):
         return default if found is None else found
 
     def __setitem__(self, key: str, value: str) -> None:
+        key = _name(key)
         lk = key.lower()
-        value = _text(value)
+        value = _value(key, value)
         for i, (_, n, _v) in enumerate(self._items):
             if n == lk:
                 self._items[i] = (key, lk, value)
@@ -120,7 +135,8 @@ class Headers(MutableMapping[str, str]):
 
     def add(self, key: str, value: str) -> None:
         """Append a value, keeping any existing ones."""
-        self._items.append((key, key.lower(), _text(value)))
+        key = _name(key)
+        self._items.append((key, key.lower(), _value(key, value)))
 
     def setdefault(self, key: str, default: str = "") -> str:
         if key in self:

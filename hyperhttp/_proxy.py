@@ -479,7 +479,8 @@ def build_connect_request(
     host, port or header that cannot go on the wire."""
     host = _unbracket(target_host)
     if ":" in host:
-        if _ip_or_none(host.split("%", 1)[0]) is None:
+        host = host.split("%", 1)[0]  # a zone names our interface: nothing for the proxy
+        if _ip_or_none(host) is None:
             raise LocalProtocolError(f"invalid CONNECT target host {target_host!r}")
         host = f"[{host}]"
     elif not _HOST_RE.fullmatch(host):

@@ -2,9 +2,15 @@
 
 A `URL` is an immutable value. Parsing is strict where a lax parser would
 let a request go somewhere other than where it looks like it goes: control
-characters, whitespace, bad ports and empty hosts are refused with
-`InvalidURL`. Host names are lower-cased and IDNA-encoded; paths and queries
-are percent-encoded where they hold characters that may not go on the wire.
+characters, whitespace, bad ports, empty hosts and text after an IPv6
+literal are refused with `InvalidURL`. Host names are lower-cased, and
+international ones encoded as browsers do (IDNA 2008 with UTS #46
+mapping); an IPv6 zone (`[fe80::1%25eth0]`, RFC 6874) is kept for
+connecting and left out of the Host header. Paths and queries are
+percent-encoded where they hold characters that may not go on the wire (a
+`%` not followed by two hex digits becomes `%25`), and the dot segments of
+an absolute URL's path are resolved (RFC 3986 section 5.2.4), so what is
+sent is what `URL.join` would give.
 
 `str(url)` is the full URL. `repr(url)` and `url.redacted()` hide the
 password, and are what error messages use.
@@ -31,8 +37,17 @@ _FORBIDDEN = frozenset([chr(i) for i in range(0x20)] + ["\x7f"])
 _EMPTY_AUTHORITY = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//(?:[^/?#]*@)?(?::[^/?#]*)?(?:[/?#]|$)")
 _C0_OR_SPACE = "".join(chr(i) for i in range(0x21))
 _URLSPLIT_DROPS = str.maketrans("", "", "\t\r\n")
+_HOST_FORBIDDEN = " /\\@?#[]<>^|{}\"`%"
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Text made only of characters quote() keeps and without '%': the common
+# case, which then needs no quote() (about three times the cost of the match).
+_is_plain_path = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
+_is_plain_query = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*").fullmatch
+# RFC 6874 writes a zone as unreserved characters or percent-escapes; decoded,
+# interface names and numbers need no more than the unreserved ones.
+_ZONE = re.compile(r"[A-Za-z0-9._~-]+")
 
-PrimitiveValue: TypeAlias = str | int | float | bool | None
+PrimitiveValue: TypeAlias = str | bytes | int | float | bool | None
 QueryParams: TypeAlias = (
     Mapping[str, PrimitiveValue | Sequence[PrimitiveValue]]
     | Sequence[tuple[str, PrimitiveValue]]
@@ -41,56 +56,143 @@ QueryParams: TypeAlias = (
 )
 
 
-def _param_str(value: PrimitiveValue) -> str:
+def _param_str(key: str | bytes, value: object) -> str | bytes:
+    """A query (or form) value as text; bytes stay bytes, which urlencode
+    percent-encodes as they are (UTF-8 text comes out as if decoded)."""
+    if isinstance(value, str | bytes):
+        return value
     if value is True:
         return "true"
     if value is False:
         return "false"
     if value is None:
         return ""
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    # Anything else would go out as its repr ("b'..'", "{'a': 1}").
+    raise TypeError(
+        f"query parameter {key!r} has a value of type {type(value).__name__}; "
+        "give str, bytes, int, float, bool, None or a list of those"
+    )
+
+
+def _quote_query(query: str | bytes) -> str:
+    """`query` made fit for the request line: what may not go there is
+    percent-encoded, escapes already written are kept."""
+    if isinstance(query, str) and _is_plain_query(query):
+        return query
+    quoted = quote(query, safe=_QUERY_SAFE)
+    return _BARE_PERCENT.sub("%25", quoted) if "%" in quoted else quoted
 
 
 def encode_params(params: QueryParams | None) -> str:
-    """Render `params` as a query string (no leading '?')."""
+    """Render `params` as a query string (no leading '?').
+
+    A str or bytes is a query written out already: it is percent-encoded
+    like a URL's own query. Mapping and pair values are checked (see
+    `_param_str`) and form-encoded.
+    """
     if not params:
         return ""
     if isinstance(params, bytes):
-        return params.decode("ascii")
+        return _quote_query(params.lstrip(b"?"))
     if isinstance(params, str):
-        return params.lstrip("?")
-    pairs: list[tuple[str, str]] = []
-    items: Iterable[tuple[str, Any]]
+        return _quote_query(params.lstrip("?"))
+    pairs: list[tuple[str | bytes, str | bytes]] = []
+    items: Iterable[tuple[Any, Any]]
     items = params.items() if isinstance(params, Mapping) else params
-    value: Any
-    for key, value in items:
+    for raw_key, value in items:
+        key = raw_key if isinstance(raw_key, bytes) else str(raw_key)
         if isinstance(value, list | tuple):
-            pairs.extend((str(key), _param_str(v)) for v in value)
+            pairs.extend((key, _param_str(key, v)) for v in value)
         else:
-            pairs.append((str(key), _param_str(value)))
+            pairs.append((key, _param_str(key, value)))
     return urlencode(pairs)
 
 
 def _encode_host(host: str) -> str:
+    """The host as kept: lower-case ASCII, or an IPv6 address without
+    brackets and with any zone decoded (`fe80::1%eth0`)."""
     if not host:
         return host
     if host.startswith("[") and host.endswith("]"):
-        inner = host[1:-1]
-        try:
-            return str(ipaddress.IPv6Address(inner.split("%", 1)[0])) + (
-                "%" + inner.split("%", 1)[1] if "%" in inner else ""
-            )
-        except ValueError:
-            raise InvalidURL(f"invalid IPv6 address in URL: {host!r}") from None
-    host = host.lower()
+        return _encode_ipv6(host[1:-1])
     if host.isascii():
-        if any(c in host for c in " /\\@?#[]<>^|{}\"`%"):
+        host = host.lower()
+        if any(c in host for c in _HOST_FORBIDDEN):
             raise InvalidURL(f"invalid character in host {host!r}")
         return host
+    return _encode_idna(host)
+
+
+def _encode_ipv6(inner: str) -> str:
+    address, percent, zone = inner.partition("%")
     try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise InvalidURL(f"invalid international host name {host!r}") from None
+        text = str(ipaddress.IPv6Address(address))
+    except ValueError:
+        raise InvalidURL(f"invalid IPv6 address in URL: {'[' + inner + ']'!r}") from None
+    if not percent:
+        return text
+    # RFC 6874: in a URL the zone follows "%25" (an escaped "%"). A bare "%"
+    # (how the address is written outside URLs) is taken too when what
+    # follows cannot be read as "%25".
+    zone = unquote(zone[2:]) if zone.startswith("25") else zone
+    if not _ZONE.fullmatch(zone):
+        raise InvalidURL(f"invalid IPv6 zone in URL: {'[' + inner + ']'!r}")
+    return f"{text}%{zone}"
+
+
+def _encode_idna(host: str) -> str:
+    # IDNA 2008 with UTS #46 mapping, as browsers, curl and httpx encode
+    # names: Python's "idna" codec (IDNA 2003) maps "faß.de" to "fass.de",
+    # another domain. Imported here so ASCII-only programs never load it.
+    import idna
+
+    try:
+        encoded = idna.encode(host, uts46=True).decode("ascii")
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise InvalidURL(f"invalid international host name {host!r}: {exc}") from None
+    if any(c in encoded for c in _HOST_FORBIDDEN):  # UTS #46 maps some to ASCII
+        raise InvalidURL(f"invalid character in host {host!r}")
+    return encoded
+
+
+def remove_dot_segments(path: str) -> str:
+    """`path` (absolute: it starts with "/") without "." and ".." segments,
+    as RFC 3986 section 5.2.4 resolves them; ".." never climbs above "/"."""
+    segments = path.split("/")
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if len(out) > 1:  # out[0] is the "" before the leading "/"
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")  # "/a/.." is the directory "/"
+    return "/".join(out)
+
+
+def _clean_path(path: str, has_host: bool) -> str:
+    """`path` percent-encoded for the request line; in a URL with a host,
+    with a leading "/" and its dot segments resolved (a relative URL keeps
+    them until it is joined to a base)."""
+    if (
+        isinstance(path, str)
+        and _is_plain_path(path)
+        and "/." not in path
+        and (path[:1] == "/" or not has_host or not path)
+    ):
+        return path
+    quoted = quote(path, safe=_PATH_SAFE)
+    if "%" in quoted:
+        quoted = _BARE_PERCENT.sub("%25", quoted)
+    if has_host and quoted:
+        if not quoted.startswith("/"):
+            quoted = "/" + quoted
+        if "/." in quoted:
+            quoted = remove_dot_segments(quoted)
+    return quoted
 
 
 # Parsing (urlsplit, IDNA, quoting) costs tens of microseconds and services
@@ -125,6 +227,26 @@ def _split_failure(exc: ValueError) -> str:
     if "IPv6" in text:
         return "invalid IPv6 address in URL (unbalanced brackets)"
     return "invalid URL: the part between '//' and the path cannot be parsed"
+
+
+def scheme_without_host_error(url: URL) -> InvalidURL:
+    """The error for a request URL with a scheme but no host. urlsplit takes
+    whatever comes before the first ':' for a scheme: "users:123/profile"
+    and "localhost:8080/x" have one, and so has "user:pw@host/x", whose
+    password this message hides like every other."""
+    text = url.redacted()
+    cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=len(text))
+    at = text.rfind("@", 0, cut)
+    if at < 0:
+        shown, scheme = text, f" {url.scheme!r}"
+    else:  # the "scheme" may be a user name, and what follows its ':' a secret
+        name, _, secret = text[:at].partition(":")
+        shown, scheme = redacted_userinfo(name, secret) + text[at + 1 :], ""
+    return InvalidURL(
+        f"URL {shown!r} has a scheme{scheme} and no host; only http and https "
+        f"URLs can be sent. For a path under base_url that holds ':', write "
+        f"'./{shown}'; for a host, write 'http://{shown}'"
+    )
 
 
 def shared_url(url: str) -> URL:
@@ -198,16 +320,25 @@ class URL:
         self._password = unquote(parts.password) if parts.password is not None else None
         netloc_host = parts.netloc.rpartition("@")[2]
         if netloc_host.startswith("["):
-            host = netloc_host[: netloc_host.index("]") + 1] if "]" in netloc_host else netloc_host
+            host, bracket, rest = netloc_host.partition("]")
+            host += bracket
+            # urlsplit reads "[::1].evil.example" as host "::1": only a port
+            # may follow the literal (RFC 3986 section 3.2.2).
+            if rest and not rest.startswith(":"):
+                raise InvalidURL(
+                    f"unexpected text after the IPv6 address in URL: {netloc_host!r}"
+                )
         else:
             host = netloc_host.rsplit(":", 1)[0] if ":" in netloc_host else netloc_host
         self._host = _encode_host(host)
         self._port = port
-        self._path = quote(parts.path, safe=_PATH_SAFE)
-        self._query = quote(parts.query, safe=_QUERY_SAFE)
+        self._path = _clean_path(parts.path, bool(self._host))
+        self._query = _quote_query(parts.query)
         self._fragment = parts.fragment
-        if self._scheme in DEFAULT_PORTS and not self._host and stripped.startswith(
-            self._scheme + ":"
+        if (
+            self._scheme in DEFAULT_PORTS
+            and not self._host
+            and stripped[: len(self._scheme) + 1].lower() == self._scheme + ":"
         ):
             raise InvalidURL(f"URL has no host: {self.redacted()!r}")
 
@@ -273,10 +404,12 @@ class URL:
 
     @property
     def netloc(self) -> str:
-        """`host[:port]` for the Host header: the default port is left out."""
+        """`host[:port]` for the Host header: the default port is left out,
+        and so is an IPv6 zone, which means nothing off this machine
+        (RFC 6874 section 4)."""
         host = self._host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        if ":" in host:
+            host = f"[{host.partition('%')[0]}]"
         if self._port is not None and self._port != DEFAULT_PORTS.get(self._scheme):
             return f"{host}:{self._port}"
         return host
@@ -304,13 +437,15 @@ class URL:
             if key == "host":
                 new._host = _encode_host(value)
             elif key == "path":
-                new._path = quote(value, safe=_PATH_SAFE)
+                new._path = value  # cleaned below, once the host is known
             elif key == "query":
-                new._query = quote(value, safe=_QUERY_SAFE)
+                new._query = _quote_query(value)
             elif key in ("scheme", "username", "password", "port", "fragment"):
                 setattr(new, "_" + key, value.lower() if key == "scheme" else value)
             else:
                 raise TypeError(f"copy_with() got an unexpected argument {key!r}")
+        if "path" in changes or "host" in changes:
+            new._path = _clean_path(new._path, bool(new._host))
         if params:
             extra = encode_params(params)
             new._query = f"{new._query}&{extra}" if new._query else extra
@@ -359,8 +494,8 @@ class URL:
                     out.append(":" + quote(self._password, safe=""))
                 out.append("@")
             host = self._host
-            if ":" in host and not host.startswith("["):
-                host = f"[{host}]"
+            if ":" in host:  # IPv6; a zone is written "%25" + zone (RFC 6874)
+                host = "[" + host.replace("%", "%25") + "]"
             out.append(host)
             if self._port is not None:
                 out.append(f":{self._port}")

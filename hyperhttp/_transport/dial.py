@@ -75,7 +75,9 @@ async def open_connection(
             remaining = None if when is None else max(when - loop.time(), 0.001)
             hostname = None
             if ssl_context is not None:
-                hostname = server_hostname or _strip_brackets(host)
+                # An IPv6 zone ("fe80::1%eth0") is for routing, not part of
+                # the name the certificate is checked against.
+                hostname = (server_hostname or _strip_brackets(host)).split("%", 1)[0]
             return await _wrap_socket(
                 loop, sock, protocol_factory, ssl_context, hostname, remaining, target
             )
@@ -162,7 +164,7 @@ async def start_tls(
     `TLSError`, `ConnectError` or `ConnectTimeout` is raised.
     """
     loop = asyncio.get_running_loop()
-    target = _strip_brackets(server_hostname)
+    target = _strip_brackets(server_hostname).split("%", 1)[0]  # no IPv6 zone
     handshake_timeout = None if timeout is None else max(timeout, 0.001)
     started = loop.time()
     try:

@@ -143,6 +143,38 @@ async def test_user_agent_and_header_overrides(loop_name: str, http_server: Serv
     assert headers["x-multi"] == ["1", "2"]
 
 
+async def test_settings_assigned_on_a_live_client_reach_the_server(
+    loop_name: str, http_server: ServerHandle
+) -> None:
+    """Plain values assigned to a live client (as the docs allow) used to
+    fail the next request with an AttributeError."""
+    async with hyperhttp.Client(http2=False, user_agent="svc/1") as client:
+        client.base_url = http_server.url + "/echo"
+        client.headers = {"X-A": "1"}
+        client.auth = ("user", "pw")
+        client.cookies = {"session": "abc"}
+        client.timeout = 5.0
+        response = await client.get("live")
+    assert response.json()["path"] == "/echo/live"
+    headers = seen_headers(response)
+    assert headers["x-a"] == ["1"]
+    assert headers["user-agent"] == ["svc/1"]  # the defaults stay under the new headers
+    assert headers["accept"] == ["*/*"]
+    assert headers["authorization"] == ["Basic dXNlcjpwdw=="]
+    assert headers["cookie"] == ["session=abc"]
+    assert response.request.extensions["timeout"] == hyperhttp.Timeout(5.0)
+
+
+@pytest.mark.parametrize("value", [5, None])
+async def test_header_value_of_another_type_names_the_header(
+    loop_name: str, http_server: ServerHandle, value: object
+) -> None:
+    async with hyperhttp.Client(http2=False) as client:
+        with pytest.raises(TypeError, match="header 'X-N' value must be str or bytes"):
+            await client.get(http_server.url + "/echo", headers={"X-N": value})
+    assert http_server.stats.requests == 0
+
+
 async def test_response_headers_case_insensitive_and_multi_valued(
     loop_name: str, http_server: ServerHandle
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 import hyperhttp
 from hyperhttp import URL, Headers, Request, Response, Timeout
+from hyperhttp._cookies import CookieJar
 
 # --- URL -----------------------------------------------------------------------
 
@@ -266,6 +267,29 @@ def test_headers_copy_is_independent_and_equality() -> None:
     assert Headers({"a": "1"}) != Headers({"a": "2"})
 
 
+@pytest.mark.parametrize("value", [5, None, 1.5])
+@pytest.mark.parametrize("how", ["constructor", "pairs", "setitem", "add", "update"])
+def test_headers_refuse_values_that_are_not_text(how: str, value: object) -> None:
+    """An int or None failed only when the request was written, with a regex's
+    "expected string or bytes-like object" that named no header."""
+    expected = f"header 'X-N' value must be str or bytes, not {type(value).__name__}"
+    h = Headers({"A": "1"})
+    with pytest.raises(TypeError, match=expected):
+        if how == "constructor":
+            Headers({"X-N": value})  # type: ignore[dict-item]
+        elif how == "pairs":
+            Headers([("X-N", value)])  # type: ignore[list-item]
+        elif how == "setitem":
+            h["X-N"] = value  # type: ignore[assignment]
+        elif how == "add":
+            h.add("X-N", value)  # type: ignore[arg-type]
+        else:
+            h.update({"X-N": value})  # type: ignore[dict-item]
+    assert h.multi_items() == [("A", "1")]  # nothing half-added
+    with pytest.raises(TypeError, match="header name must be str or bytes, not int"):
+        Headers({5: "v"})  # type: ignore[dict-item]
+
+
 def test_headers_repr_hides_credentials() -> None:
     h = Headers({"Authorization": "Bearer s3cret", "Cookie": "sid=t0ken", "X": "shown"})
     text = repr(h)
@@ -321,6 +345,58 @@ def test_assigning_event_hooks_checks_and_completes_them() -> None:
         client.event_hooks = {"reponse": [hook]}
 
 
+def test_assigning_client_settings_converts_them() -> None:
+    """The docs say these can be changed on a live client, but a plain value
+    (`client.timeout = 5.0`, a dict of headers, an auth tuple, a dict of
+    cookies) was stored as given and the next request failed with an
+    AttributeError. Each now takes what the constructor takes."""
+    client = hyperhttp.Client(trust_env=False, user_agent="svc/1", headers={"X-Old": "o"})
+
+    client.timeout = 5.0
+    assert client.timeout == Timeout(5.0)
+    client.timeout = 60
+    assert client.timeout == Timeout(60, connect=10.0)  # connect_timeout still caps it
+    client.timeout = None
+    assert client.timeout == Timeout(None, connect=10.0)
+
+    client.headers = {"X-New": "n", "accept": "application/json"}
+    assert client.headers.multi_items() == [
+        ("User-Agent", "svc/1"),  # the client's user_agent, not the library's
+        ("Accept-Encoding", client.headers["accept-encoding"]),
+        ("X-New", "n"),
+        ("accept", "application/json"),
+    ]
+    client.headers = None
+    assert set(client.headers) == {"User-Agent", "Accept", "Accept-Encoding"}
+
+    client.auth = ("user", "pw")
+    assert isinstance(client.auth, hyperhttp.BasicAuth)
+    client.auth = None
+    assert client.auth is None
+
+    client.cookies = {"a": "b"}
+    assert isinstance(client.cookies, CookieJar)
+    assert client.cookies.get("a") == "b"
+    jar = CookieJar()
+    client.cookies = jar
+    assert client.cookies is jar
+
+    client.base_url = "https://api.example.test/v1"
+    assert client.base_url == URL("https://api.example.test/v1")
+    request = client.build_request("GET", "items")
+    assert str(request.url) == "https://api.example.test/v1/items"
+    assert request.extensions["timeout"] == Timeout(None, connect=10.0)
+
+    # Refused when assigned, as the constructor refuses them.
+    with pytest.raises(TypeError, match="auth="):
+        client.auth = 5
+    with pytest.raises(TypeError):
+        client.timeout = "5"  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="header 'X' value"):
+        client.headers = {"X": None}  # type: ignore[dict-item]
+    assert client.auth is None and client.headers.get("x") is None  # unchanged
+
+
 # --- Request -----------------------------------------------------------------------------
 
 
@@ -358,6 +434,44 @@ def test_bad_body_types() -> None:
         Request("POST", "http://h/", data=b"raw")
     with pytest.raises(TypeError):
         Request("POST", "http://h/", json={"a": object()})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"json": {"id": 7}, "data": {"a": "1"}}, r"only one of .* \(got data= and json=\)"),
+        ({"json": {"id": 7}, "content": b"raw"}, r"only one of .* \(got content= and json=\)"),
+        ({"data": {"a": "1"}, "content": b"raw"}, r"only one of .* \(got content= and data=\)"),
+        ({"files": {"f": b"FILE"}, "content": b"raw"}, "cannot be combined with content="),
+        ({"files": {"f": b"FILE"}, "json": {"id": 7}}, "cannot be combined with json="),
+        ({"content": {"id": 7, "name": "x"}}, "not dict; use json= .* or data="),
+    ],
+)
+def test_conflicting_bodies_are_refused(kwargs: dict[str, object], message: str) -> None:
+    """All but one of the bodies used to be dropped without a word (json= and
+    data= sent the form), and content= a dict sent its keys run together."""
+    with pytest.raises(TypeError, match=message):
+        Request("POST", "http://h/", **kwargs)  # type: ignore[arg-type]
+    client = hyperhttp.Client(trust_env=False)
+    with pytest.raises(TypeError, match=message):
+        client.build_request("POST", "http://h/", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_data_with_files_is_still_one_multipart_form(loop_name: str) -> None:
+    r = Request("POST", "http://h/", data={"field": "v"}, files={"f": ("f.txt", b"FILE")})
+    assert r.headers["content-type"].startswith("multipart/form-data; boundary=")
+    body = b"".join([c async for c in r.stream])
+    assert b'name="field"\r\n\r\nv\r\n' in body
+    assert b"FILE" in body
+
+
+@pytest.mark.parametrize("chunks", [["text"], [b"a", "b"]])
+async def test_str_chunks_of_an_iterable_are_refused(loop_name: str, chunks: list[object]) -> None:
+    """A str chunk was encoded as UTF-8, so a file opened in text mode went
+    out with its line endings and encoding changed."""
+    r = Request("POST", "http://h/", content=iter(chunks))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="chunks must be bytes, not str"):
+        _ = [c async for c in r.stream]
 
 
 async def test_single_use_body_cannot_be_sent_twice(loop_name: str) -> None:
