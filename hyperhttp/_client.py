@@ -24,10 +24,10 @@ from typing import Any
 from . import __version__
 from ._auth import Auth, BasicAuth, build_auth
 from ._breaker_gate import NOT_SENT, breaker_gate, join_fleet
-from ._config import Timeout, TimeoutTypes, check_limits
+from ._client_settings import ClientSettings
+from ._config import TimeoutTypes, check_limits
 from ._content import EMPTY_BODY, BytesBody, RequestBody, encode_request_body
 from ._cookies import CookieJar
-from ._decoders import accept_encoding
 from ._exceptions import (
     CircuitBreakerOpen,
     HyperHTTPError,
@@ -35,7 +35,7 @@ from ._exceptions import (
     PoolClosed,
     TooManyRedirects,
 )
-from ._headers import Headers, HeaderTypes
+from ._headers import HeaderTypes
 from ._hooks import Hook, HookError, checked_hooks, run_hooks
 from ._models import Request, Response
 from ._redirects import build_redirect, same_origin
@@ -48,7 +48,7 @@ from .errors.telemetry import ErrorTelemetry, emit
 _UNSET: Any = object()
 _NO_RETRY = RetryPolicy(max_retries=0)
 
-class Client:
+class Client(ClientSettings):
     """An async HTTP client with a connection pool. Use it as
     `async with hyperhttp.Client() as client:` and share one per service."""
 
@@ -154,76 +154,6 @@ class Client:
     def is_closed(self) -> bool:
         return self._closed
 
-    # --- settings ---------------------------------------------------------------
-    # Assigning one converts and checks it as the constructor does. Code on
-    # the request path reads the underscored attributes: no property call.
-    @property
-    def base_url(self) -> URL | None:
-        return self._base_url
-
-    @base_url.setter
-    def base_url(self, url: str | URL | None) -> None:
-        self._base_url = URL(url) if url is not None else None
-
-    @property
-    def headers(self) -> Headers:
-        """Sent with every request; change it in place, or assign a mapping
-        or list of pairs, which replaces the defaults (User-Agent, Accept,
-        Accept-Encoding) only where it names them."""
-        return self._headers
-
-    @headers.setter
-    def headers(self, headers: HeaderTypes | None) -> None:
-        merged = Headers(
-            {
-                "User-Agent": self._user_agent,
-                "Accept": "*/*",
-                "Accept-Encoding": accept_encoding(),
-            }
-        )
-        if headers:
-            merged.update(headers)
-        self._headers = merged
-
-    @property
-    def cookies(self) -> CookieJar:
-        """The cookie jar; assigning `{name: value}` starts a new jar."""
-        return self._cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Mapping[str, str] | CookieJar | None) -> None:
-        self._cookies = cookies if isinstance(cookies, CookieJar) else CookieJar(cookies)
-
-    @property
-    def auth(self) -> Auth | None:
-        """Takes what `auth=` takes: `(user, password)`, an `Auth`, a callable or None."""
-        return self._auth
-
-    @auth.setter
-    def auth(self, auth: Any) -> None:
-        self._auth = build_auth(auth)
-
-    @property
-    def timeout(self) -> Timeout:
-        """Takes seconds, None or a `Timeout`, combined with `connect_timeout`
-        as `timeout=` is."""
-        return self._timeout
-
-    @timeout.setter
-    def timeout(self, timeout: TimeoutTypes) -> None:
-        self._timeout = self._as_timeout(timeout)
-
-    @property
-    def event_hooks(self) -> dict[str, list[Hook]]:
-        """The hooks, {"request": [...], "response": [...]}: a live dict of
-        lists, read on every attempt. Assigning a new mapping checks it and
-        fills in a missing kind with no hooks."""
-        return self._hooks
-
-    @event_hooks.setter
-    def event_hooks(self, hooks: Mapping[str, Sequence[Hook]] | None) -> None:
-        self._hooks = checked_hooks(hooks)
-
     def get_pool_stats(self) -> dict[str, dict[str, int]]:
         """Per origin ("host:port"): idle, in_use and total connections
         (HTTP/2 connections once each, with their active `streams`)."""
@@ -231,19 +161,6 @@ class Client:
         return stats() if stats is not None else {}
 
     # --- building ----------------------------------------------------------------
-    def _as_timeout(self, value: TimeoutTypes) -> Timeout:
-        """A number bounds all four phases; `connect_timeout` is an upper
-        bound on connecting, so the connect phase gets the smaller of the
-        two. The same rule holds for the client default and per request. A
-        `Timeout` is taken as given."""
-        if isinstance(value, Timeout):
-            return value
-        cap = self.connect_timeout
-        if value is None:
-            return Timeout(None, connect=cap)
-        connect = value if cap is None else min(float(value), cap)
-        return Timeout(value, connect=connect)
-
     def _merge_url(self, url: str | URL) -> URL:
         # URLs are immutable: a string seen before maps to a shared object.
         target = shared_url(url) if type(url) is str else URL(url)

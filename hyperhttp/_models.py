@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ._charsets import is_text_charset, text_decoder
 from ._content import (
     EMPTY_BODY,
     BytesBody,
@@ -25,7 +26,7 @@ from ._content import (
     encode_request_body,
     multipart_boundary,
 )
-from ._decoders import IdentityDecoder, is_text_charset, make_decoder, text_decoder
+from ._decoders import IdentityDecoder, make_decoder
 from ._exceptions import (
     DecodingError,
     HTTPStatusError,
