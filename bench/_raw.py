@@ -92,12 +92,14 @@ class _Counting(asyncio.BaseProtocol):
         return await self.waiter
 
 
-class _Conn(_Counting, asyncio.BufferedProtocol):
-    """Reads into one preallocated buffer: no allocation per chunk received."""
+class OneBuffer(asyncio.BufferedProtocol):
+    """Front-end: reads into one preallocated buffer, no allocation per
+    chunk received, and hands each read to `received()`."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.buffer = memoryview(bytearray(1024 * 1024))
+    buffer: memoryview
+
+    def received(self, data: bytes | memoryview, nbytes: int) -> None:
+        raise NotImplementedError
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.buffer
@@ -106,11 +108,24 @@ class _Conn(_Counting, asyncio.BufferedProtocol):
         self.received(self.buffer, nbytes)
 
 
-class _PlainConn(_Counting, asyncio.Protocol):
-    """Takes the `bytes` the loop allocates for each read."""
+class BytesPerRead(asyncio.Protocol):
+    """Front-end: takes the `bytes` the loop allocates for each read."""
+
+    def received(self, data: bytes | memoryview, nbytes: int) -> None:
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         self.received(data, len(data))
+
+
+class _Conn(_Counting, OneBuffer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = memoryview(bytearray(1024 * 1024))
+
+
+class _PlainConn(_Counting, BytesPerRead):
+    pass
 
 
 class RawClient:

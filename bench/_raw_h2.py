@@ -25,6 +25,8 @@ import struct
 from typing import cast
 from urllib.parse import urlsplit
 
+from _raw import BytesPerRead, OneBuffer
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_WINDOW = 2**31 - 1
 TOP_UP = 1 << 30  # connection-window bytes consumed before one WINDOW_UPDATE
@@ -195,25 +197,14 @@ class _Frames(asyncio.BaseProtocol):
         return await waiter
 
 
-class _Conn(_Frames, asyncio.BufferedProtocol):
-    """Reads into one preallocated buffer: no allocation per chunk received."""
-
+class _Conn(_Frames, OneBuffer):
     def __init__(self) -> None:
         super().__init__()
         self.buffer = memoryview(bytearray(1024 * 1024))
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.buffer
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.received(self.buffer, nbytes)
-
-
-class _PlainConn(_Frames, asyncio.Protocol):
-    """Takes the `bytes` the loop allocates for each read."""
-
-    def data_received(self, data: bytes) -> None:
-        self.received(data, len(data))
+class _PlainConn(_Frames, BytesPerRead):
+    pass
 
 
 class RawH2Client:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 import hyperhttp
-from hyperhttp._transport.pool import ConnectionPool, PoolConnection
+from hyperhttp._transport.pool import PoolConnection
 from tests.support.certs import TestCerts
+from tests.support.doubles import pool_of
 from tests.support.h2server import H2Server, started
 
 POOL_TIMEOUT = 2.0
@@ -40,12 +41,6 @@ def make_client(certs: TestCerts, **options: Any) -> hyperhttp.Client:
         timeout=hyperhttp.Timeout(BOUND, pool=POOL_TIMEOUT),
         **options,
     )
-
-
-def pool_of(client: hyperhttp.Client) -> ConnectionPool:
-    pool = client._transport.pool  # type: ignore[attr-defined]
-    assert isinstance(pool, ConnectionPool)
-    return pool
 
 
 def only_connection(client: hyperhttp.Client) -> PoolConnection:

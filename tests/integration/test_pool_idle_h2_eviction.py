@@ -22,6 +22,7 @@ import pytest
 
 import hyperhttp
 from hyperhttp._transport.pool import ConnectionPool
+from tests.support.doubles import pool_of
 from tests.support.servers import ServerHandle
 
 POOL_TIMEOUT = 3.0
@@ -35,12 +36,6 @@ def make_client(ca_pem_path: str, pool: float | None = POOL_TIMEOUT) -> hyperhtt
         trust_env=False,
         timeout=hyperhttp.Timeout(BOUND, pool=pool),
     )
-
-
-def pool_of(client: hyperhttp.Client) -> ConnectionPool:
-    pool = client._transport.pool  # type: ignore[attr-defined]
-    assert isinstance(pool, ConnectionPool)
-    return pool
 
 
 def label(server: ServerHandle, host: str | None = None) -> str:

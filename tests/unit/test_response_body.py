@@ -7,26 +7,14 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 import hyperhttp
 from hyperhttp import Request, Response
 from hyperhttp import _models as models
-
-
-class ChunkStream:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-        self.closed = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-    async def aclose(self) -> None:
-        self.closed += 1
+from tests.support.doubles import ChunkStream
 
 
 async def lines_of(chunks: list[bytes]) -> list[str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 import hyperhttp
 from hyperhttp import URL, Headers, Request, Response, Timeout
 from hyperhttp._cookies import CookieJar
+from tests.support.doubles import ChunkStream
 
 # --- URL -----------------------------------------------------------------------
 
@@ -482,19 +481,6 @@ async def test_single_use_body_cannot_be_sent_twice(loop_name: str) -> None:
 
 
 # --- Response ------------------------------------------------------------------------------
-
-
-class ChunkStream:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-        self.closed = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-    async def aclose(self) -> None:
-        self.closed += 1
 
 
 def test_in_memory_response() -> None:
