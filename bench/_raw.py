@@ -27,6 +27,7 @@ class _Counting(asyncio.BaseProtocol):
     """The response counting both front-ends share."""
 
     def __init__(self) -> None:
+        super().__init__()  # the front-end's, when it has one
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.need = -1  # body bytes still expected; -1 while reading the head
@@ -96,7 +97,9 @@ class OneBuffer(asyncio.BufferedProtocol):
     """Front-end: reads into one preallocated buffer, no allocation per
     chunk received, and hands each read to `received()`."""
 
-    buffer: memoryview
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = memoryview(bytearray(1024 * 1024))
 
     def received(self, data: bytes | memoryview, nbytes: int) -> None:
         raise NotImplementedError
@@ -119,9 +122,7 @@ class BytesPerRead(asyncio.Protocol):
 
 
 class _Conn(_Counting, OneBuffer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.buffer = memoryview(bytearray(1024 * 1024))
+    pass
 
 
 class _PlainConn(_Counting, BytesPerRead):

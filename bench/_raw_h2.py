@@ -54,6 +54,7 @@ class _Frames(asyncio.BaseProtocol):
     """One HTTP/2 connection; `received()` walks the frames of each read."""
 
     def __init__(self) -> None:
+        super().__init__()  # the front-end's, when it has one
         self.transport: asyncio.Transport | None = None
         self.partial = bytearray()  # a frame header, or a non-DATA frame, split across reads
         self.skip = 0  # DATA payload bytes still to count and drop
@@ -198,9 +199,7 @@ class _Frames(asyncio.BaseProtocol):
 
 
 class _Conn(_Frames, OneBuffer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.buffer = memoryview(bytearray(1024 * 1024))
+    pass
 
 
 class _PlainConn(_Frames, BytesPerRead):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ import pytest
 import hyperhttp
 from hyperhttp._transport.pool import PoolConnection
 from tests.support.certs import TestCerts
-from tests.support.doubles import pool_of
+from tests.support.doubles import pool_of, until
 from tests.support.h2server import H2Server, started
 
 POOL_TIMEOUT = 2.0
@@ -46,14 +46,6 @@ def make_client(certs: TestCerts, **options: Any) -> hyperhttp.Client:
 def only_connection(client: hyperhttp.Client) -> PoolConnection:
     [conn] = [c for host in pool_of(client)._hosts.values() for c in host.conns]
     return conn
-
-
-async def until(predicate: Callable[[], bool], limit: float = BOUND) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 # --- keepalive_expiry --------------------------------------------------------------

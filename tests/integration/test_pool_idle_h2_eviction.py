@@ -22,7 +22,7 @@ import pytest
 
 import hyperhttp
 from hyperhttp._transport.pool import ConnectionPool
-from tests.support.doubles import pool_of
+from tests.support.doubles import pool_of, until
 from tests.support.servers import ServerHandle
 
 POOL_TIMEOUT = 3.0
@@ -49,14 +49,6 @@ def by_ip(server: ServerHandle) -> str:
 
 IDLE_H1 = {"idle": 1, "in_use": 0, "total": 1}
 IDLE_H2 = {"idle": 1, "in_use": 0, "total": 1, "streams": 0}
-
-
-async def until(predicate: Callable[[], bool], limit: float = BOUND) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def start_in_order(

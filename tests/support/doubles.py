@@ -1,8 +1,10 @@
-"""Small stand-ins and inspectors shared by several test modules."""
+"""Small stand-ins, inspectors and waits shared by several test modules."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 import hyperhttp
 from hyperhttp._transport.pool import ConnectionPool
@@ -28,3 +30,12 @@ def pool_of(client: hyperhttp.Client) -> ConnectionPool:
     pool = client._transport.pool  # type: ignore[attr-defined]
     assert isinstance(pool, ConnectionPool)
     return pool
+
+
+async def until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll `predicate` every 5 ms until it holds; AssertionError after `limit` s."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
