@@ -19,6 +19,7 @@ import math
 import os
 import re
 import ssl
+import stat
 import sys
 import time
 import warnings
@@ -199,7 +200,9 @@ def _file_body(fh: BinaryIO) -> Any:
     """Stream an open file as the request body, with a progress bar on stderr."""
     from ._content import IterableBody
 
-    size = os.fstat(fh.fileno()).st_size
+    st = os.fstat(fh.fileno())
+    # A pipe or a device (-d @/dev/stdin) has no size: sent chunked.
+    size = st.st_size if stat.S_ISREG(st.st_mode) else None
 
     async def chunks() -> Any:
         progress = _Progress(size, sys.stderr)
@@ -216,9 +219,11 @@ def _file_body(fh: BinaryIO) -> Any:
 
 def _request_body(args: argparse.Namespace, files: contextlib.ExitStack) -> dict[str, Any]:
     if args.json_data is not None:
-        import msgspec
-
-        return {"json": msgspec.json.decode(args.json_data)}
+        # Sent as typed, as curl does: `null` is a JSON body too, where the
+        # library's json=None would mean "no body".
+        if not any(name.lower() == "content-type" for name, _ in args.header):
+            args.header.append(("Content-Type", "application/json"))
+        return {"content": args.json_data.encode()}
     if args.data is None:
         return {}
     if args.data.startswith("@"):

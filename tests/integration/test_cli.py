@@ -69,6 +69,29 @@ def test_header_option(http_server: ServerHandle) -> None:
     assert ["x-two", "two words"] in seen
 
 
+def test_json_null_is_sent_as_a_json_body(http_server: ServerHandle) -> None:
+    # json=None means "no body" to the library; the CLI sent nothing.
+    result = run("post", http_server.url + "/echo", "--json", "null")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(split_output(result.stdout)[2])
+    assert seen["body"] == "null"
+    assert ["content-type", "application/json"] in seen["headers"]
+
+
+def test_data_from_a_pipe_is_sent_whole(http_server: ServerHandle) -> None:
+    # Its fstat size is 0: the body went out as Content-Length: 0.
+    payload = b"from a pipe\n" * 1000
+    result = subprocess.run(
+        [sys.executable, "-m", "hyperhttp", "post", http_server.url + "/echo", "-d",
+         "@/dev/stdin"],
+        input=payload, capture_output=True, timeout=60, cwd=ROOT, env=_env(), check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(split_output(result.stdout)[2])
+    assert seen["body"] == payload.decode()
+    assert ["transfer-encoding", "chunked"] in seen["headers"]
+
+
 def test_json_option_posts_json(http_server: ServerHandle) -> None:
     result = run("post", http_server.url + "/echo", "--json", '{"a": [1, 2]}')
     assert result.returncode == 0, result.stderr
