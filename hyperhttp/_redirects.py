@@ -96,6 +96,6 @@ def build_redirect(request: Request, response: Response) -> Request:
                 "sent again, but it is a single-use stream; pass bytes or a file path"
             )
     extensions = dict(request.extensions)
-    for hop_only in ("cookie_from_jar", "target", "proxy_headers", "framing"):
+    for hop_only in ("cookie_from_jar", "target", "framing"):
         extensions.pop(hop_only, None)
     return Request(method, url, headers=headers, stream=body, extensions=extensions)

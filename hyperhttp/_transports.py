@@ -100,9 +100,7 @@ class HTTPTransport:
         extensions["framing"] = field_block(request.headers.raw_items())
         # Routing is decided afresh for every hop: a redirect's copy of the
         # previous hop's proxy target or credentials must never be sent.
-        if "target" in extensions or "proxy_headers" in extensions:
-            extensions.pop("target", None)
-            extensions.pop("proxy_headers", None)
+        extensions.pop("target", None)
         if not self.proxies.is_direct:
             origin = self._route(request, origin)
         return origin, extensions.get("timeout", DEFAULT_TIMEOUT)
@@ -114,7 +112,6 @@ class HTTPTransport:
         if route.is_forward:
             via = f"forward {route.proxy.redacted()}"
             request.extensions["target"] = route.request_target(request.url)
-            request.extensions["proxy_headers"] = route.proxy_headers
             origin = ("http", route.proxy.host, route.proxy.port, via)
         else:
             via = f"tunnel {route.proxy.redacted()}"

@@ -79,8 +79,12 @@ class Connector:
             )
             transport, stream = await self._through_proxy(route, peer, timeout, deadline)
             ctx = self._ssl_context if route.is_tunnel else None
+            # Forwarding: the proxy's credential goes with every request on
+            # this connection (a tunnel sent it once, on CONNECT).
+            proxy_fields = route.proxy_headers
         else:
             ctx = self._ssl_context if scheme == "https" else None
+            proxy_fields = ()
             transport, stream = await open_connection(
                 host,
                 port,
@@ -106,7 +110,7 @@ class Connector:
                 conn = HTTP2Connection(origin, stream, on_release)
                 await conn.start(timeout, _left(loop, deadline))
                 return conn
-            return HTTP11Connection(origin, stream, on_release)
+            return HTTP11Connection(origin, stream, on_release, proxy_fields)
         except BaseException:
             stream.close()
             raise

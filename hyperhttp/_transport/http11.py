@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .._backends.stream import SocketStream
@@ -65,9 +65,14 @@ class HTTP11Connection:
         origin: Origin,
         stream: SocketStream,
         on_release: Callable[[HTTP11Connection], None],
+        proxy_headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.origin = origin
         self._stream = stream
+        # A connection to a forward proxy: its Proxy-Authorization, sent
+        # with every request. Kept here, never in a request's extensions,
+        # where hooks and reprs would see the credential.
+        self._proxy_fields = [(n, n.lower(), v) for n, v in proxy_headers]
         self._on_release = on_release
         self._parser = ResponseParser(where=stream.peer)
         self._state = IDLE
@@ -199,9 +204,7 @@ class HTTP11Connection:
         length = block.framing(body.content_length)
         extensions = request.extensions
         if "target" in extensions:  # forwarded through a proxy: absolute form
-            headers = request.headers.raw_items() + [
-                (n, n.lower(), v) for n, v in extensions.get("proxy_headers", ())
-            ]
+            headers = request.headers.raw_items() + self._proxy_fields
             head = serialize_request_head(
                 request.method, extensions["target"], headers,
                 body_length=body.content_length, host=url.netloc,

@@ -510,6 +510,29 @@ async def test_forwarded_requests_carry_proxy_authorization_every_time(
     assert f"{USER}@".encode() not in conn.received
 
 
+async def test_hooks_never_see_the_forward_proxys_credential(
+    loop_name: str, proxy_factory: ProxyFactory, http_server: ServerHandle
+) -> None:
+    # The Proxy-Authorization value rode in request.extensions, where a
+    # response hook logging the request (or its extensions) printed it.
+    proxy = proxy_factory(credentials=(USER, PASSWORD))
+    seen: list[str] = []
+
+    async def log(response: hyperhttp.Response) -> None:
+        request = response.request
+        seen.append(f"{request!r} {request.headers!r} {request.extensions!r}")
+
+    async with hyperhttp.Client(
+        proxies=proxy.url_with(USERINFO), event_hooks={"response": [log]}
+    ) as client:
+        for _ in range(2):  # a fresh proxy connection, then a reused one
+            assert (await client.get(http_server.url + "/echo")).status_code == 200
+    assert len(seen) == 2
+    assert not [text for text in seen if BASIC.split()[1] in text or PASSWORD in text]
+    (conn,) = proxy.connections
+    assert [r.header_values("proxy-authorization") for r in conn.requests] == [[BASIC], [BASIC]]
+
+
 @pytest.mark.parametrize("target", ["http", "https"])
 async def test_redirect_from_a_forwarded_request_does_not_leak_proxy_state(
     loop_name: str,
