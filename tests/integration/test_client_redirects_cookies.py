@@ -81,24 +81,6 @@ async def test_follow_redirects_per_request(loop_name: str, http_server: ServerH
     assert len(response.history) == 2
 
 
-@pytest.mark.parametrize("status", [301, 302])
-async def test_301_302_turn_post_into_get(
-    loop_name: str, http_server: ServerHandle, status: int
-) -> None:
-    async with hyperhttp.Client(http2=False, follow_redirects=True) as client:
-        response = await client.post(
-            redirect_to(http_server, "/echo", status), content=b"payload",
-            headers={"Content-Type": "text/plain"},
-        )
-    seen = response.json()
-    assert seen["method"] == "GET"
-    assert seen["body_length"] == 0
-    headers = seen_headers(response)
-    assert "content-length" not in headers
-    assert "content-type" not in headers
-    assert "transfer-encoding" not in headers
-
-
 # RFC 9110 section 15.4: fields about the content, which a GET without a body
 # must not carry (Content-Digest is the RFC 9530 successor of Digest).
 CONTENT_FIELDS = {
@@ -120,10 +102,13 @@ async def test_change_to_get_drops_every_content_field(
             redirect_to(http_server, "/echo", status), content=b"\x1f\x8b not really gzip",
             headers={**CONTENT_FIELDS, "Content-Type": "application/json", "X-Kept": "yes"},
         )
-    assert response.json()["method"] == "GET"
+    seen = response.json()
+    assert seen["method"] == "GET"
+    assert seen["body_length"] == 0
     headers = seen_headers(response)
     assert sorted({name.lower() for name in CONTENT_FIELDS} & headers.keys()) == []
-    assert "content-type" not in headers
+    for framing in ("content-type", "content-length", "transfer-encoding"):
+        assert framing not in headers
     assert headers["x-kept"] == ["yes"]  # only the content's own fields go
 
 
