@@ -224,7 +224,7 @@ def multipart_boundary(content_type: str | None) -> str | None:
     return match.group(1) if match.group(1) is not None else match.group(2)
 
 
-async def close_body_iterator(chunks: AsyncIterator[bytes]) -> None:
+async def close_body_iterator(chunks: AsyncIterator[Any]) -> None:
     """Close a pass over a body now (files it opened are closed at once,
     not when the loop gets round to finalising an abandoned generator)."""
     aclose = getattr(chunks, "aclose", None)

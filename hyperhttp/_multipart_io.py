@@ -227,51 +227,84 @@ def _check_path_sizes(paths: list[tuple[str, _PathSource]]) -> None:
             raise LocalProtocolError(_changed_message(label, src, size_now))
 
 
-async def _read_chunks(
-    read: Callable[[int], bytes], threaded: bool, size: int | None, chunk_size: int, label: str
-) -> AsyncGenerator[bytes, None]:
-    """Read `size` bytes (or to EOF when None) in pieces of at most `chunk_size`.
+def _read_run(
+    read: Callable[[int], bytes], chunk_size: int, remaining: int | None, count: int
+) -> list[bytes]:
+    """Up to `count` pieces of at most `chunk_size` bytes, stopping once
+    `remaining` is read; an empty piece last means the file ended."""
+    run: list[bytes] = []
+    for _ in range(count):
+        n = chunk_size if remaining is None else min(chunk_size, remaining)
+        if n <= 0:
+            break
+        chunk = read(n)
+        if not isinstance(chunk, bytes):
+            chunk = bytes(chunk)
+        run.append(chunk)
+        if not chunk:
+            break
+        if remaining is not None:
+            remaining -= len(chunk)
+    return run
+
+
+async def _read_runs(
+    read: Callable[[int], bytes],
+    threaded: bool,
+    size: int | None,
+    chunk_size: int,
+    label: str,
+    per_run: int,
+) -> AsyncGenerator[list[bytes], None]:
+    """Read `size` bytes (or to EOF when None) in pieces of at most
+    `chunk_size`, yielded `per_run` pieces at a time (fewer at the end).
 
     Threaded reads run on one thread of this pass's own. With the loop's
     shared pool, a worker preempted between handing over its result and
     dropping it keeps a chunk alive while the next read runs on another
     worker: up to one stale chunk per pool thread (6 MiB peaks were
-    measured on 2 cores). One thread keeps it to the chunks in flight: the
-    one the caller holds and the next, read while the caller writes."""
+    measured on 2 cores). One thread keeps it to the pieces in flight: the
+    run the caller holds and the next, read while the caller writes. Each
+    run costs one thread hop, so a longer run spreads that cost over more
+    bytes without making any one read bigger."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(1, thread_name_prefix="hyperhttp-upload") if threaded else None
-    # Threaded: the next piece is read while the caller writes this one, so
-    # the socket is not left idle for a thread hop between pieces.
-    ahead: asyncio.Future[bytes] | None = None
+    # Threaded: the next run is read while the caller writes this one, so
+    # the socket is not left idle for a thread hop between runs.
+    ahead: asyncio.Future[list[bytes]] | None = None
     try:
         remaining = size
         while remaining is None or remaining > 0:
-            n = chunk_size if remaining is None else min(chunk_size, remaining)
             if executor is not None:
                 if ahead is None:
-                    ahead = loop.run_in_executor(executor, read, n)
-                chunk, ahead = await ahead, None
+                    ahead = loop.run_in_executor(
+                        executor, _read_run, read, chunk_size, remaining, per_run
+                    )
+                run, ahead = await ahead, None
             else:
-                chunk = read(n)
-            if not chunk:
+                run = _read_run(read, chunk_size, remaining, per_run)
+            if not run[-1]:  # the file ended
+                run.pop()
                 if remaining is None:
+                    if run:
+                        yield run
                     return
+                short = remaining - sum(map(len, run))
                 raise LocalProtocolError(
-                    f"multipart part {label} ended {remaining} bytes short of the {size} "
+                    f"multipart part {label} ended {short} bytes short of the {size} "
                     "bytes announced in Content-Length (was the file truncated?)"
                 )
-            if not isinstance(chunk, bytes):
-                chunk = bytes(chunk)
             if remaining is not None:
-                remaining -= len(chunk)
+                remaining -= sum(map(len, run))
             if executor is not None and (remaining is None or remaining > 0):
-                n = chunk_size if remaining is None else min(chunk_size, remaining)
-                ahead = loop.run_in_executor(executor, read, n)
-            yield chunk
-            del chunk
+                ahead = loop.run_in_executor(
+                    executor, _read_run, read, chunk_size, remaining, per_run
+                )
+            yield run
+            del run
     finally:
         if ahead is not None:
             # Abandoned read-ahead: its result (or error) is not wanted.
@@ -282,7 +315,7 @@ async def _read_chunks(
             executor.shutdown(wait=False)
 
 
-async def _stream_async(src: _AsyncSource, label: str) -> AsyncGenerator[bytes, None]:
+async def _stream_async(src: _AsyncSource, label: str) -> AsyncGenerator[list[bytes], None]:
     iterator = aiter(src.iterable)
     produced = 0
     try:
@@ -300,7 +333,7 @@ async def _stream_async(src: _AsyncSource, label: str) -> AsyncGenerator[bytes, 
                 raise LocalProtocolError(
                     f"multipart part {label} produced more than size={src.size} bytes"
                 )
-            yield chunk
+            yield [chunk]
         if src.size is not None and produced != src.size:
             raise LocalProtocolError(
                 f"multipart part {label} produced {produced} bytes, not the size={src.size} announced"

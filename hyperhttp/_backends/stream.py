@@ -400,6 +400,17 @@ class SocketStream(asyncio.BufferedProtocol):
         self._paused_replies += len(data)
         return self._paused_replies
 
+    @property
+    def gathers_writes(self) -> bool:
+        """True when `writelines()` hands its pieces to the socket in one
+        call without joining them first: uvloop, TLS, and asyncio's socket
+        transport from Python 3.12 (before, it copied them into one bytes)."""
+        transport = self.transport
+        return (
+            transport is not None
+            and type(transport).writelines is not asyncio.WriteTransport.writelines
+        )
+
     def writelines(self, data: list[bytes]) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():
             if self._closed_by_client:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .._backends.stream import SocketStream
 from .._config import Timeout
-from .._content import EMPTY_BODY, BytesBody, close_body_iterator
+from .._content import EMPTY_BODY, BytesBody, RequestBody, close_body_iterator
 from .._exceptions import LocalProtocolError, RemoteProtocolError, TransportError, WriteError
 from .._headers import Headers
 from .._models import Request, Response
@@ -226,21 +226,25 @@ class HTTP11Connection:
     async def _send_body(self, request: Request, length: int | None, write_timeout: float | None) -> None:
         stream = self._stream
         sent = 0
-        chunks = aiter(request.stream)
+        runs = _runs(request.stream, stream.gathers_writes)
         try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
+            async for run in runs:
                 if length is None:
-                    stream.writelines(encode_chunk(chunk))
+                    pieces = [piece for chunk in run for piece in encode_chunk(chunk)]
+                    if pieces:
+                        stream.writelines(pieces)
                 else:
-                    sent += len(chunk)
+                    sent += sum(map(len, run))
                     if sent > length:
                         self._check_length(sent, length)
-                    stream.write(chunk)
+                    if len(run) == 1:
+                        stream.write(run[0])
+                    else:
+                        stream.writelines(run)
+                del run
                 await self._drain(write_timeout)
         finally:
-            await close_body_iterator(chunks)
+            await close_body_iterator(runs)
         if length is None:
             stream.write(CHUNKED_END)
         else:
@@ -425,6 +429,24 @@ class HTTP11Connection:
             f"<HTTP11Connection {self.peer} {self._state} "
             f"requests={self.requests_served}>"
         )
+
+
+def _runs(body: RequestBody, gathered: bool) -> AsyncIterator[list[bytes]]:
+    """The body as runs of pieces to write in one call. When the transport
+    writes a run without joining it (`gathered`), a body that can offer
+    several pieces at once (a multipart encoder reading files) does; else
+    each run is one non-empty piece."""
+    offer: Callable[[], AsyncIterator[list[bytes]]] | None = getattr(body, "_aiter_runs", None)
+    return offer() if gathered and offer is not None else _one_per_run(aiter(body))
+
+
+async def _one_per_run(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
+    try:
+        async for chunk in chunks:
+            if chunk:
+                yield [chunk]
+    finally:
+        await close_body_iterator(chunks)
 
 
 def _fields(request: Request) -> FieldBlock:

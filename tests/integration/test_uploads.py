@@ -15,6 +15,7 @@ import hashlib
 import io
 import pathlib
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 import hyperhttp
 from hyperhttp import MultipartEncoder, MultipartFile, StreamConsumed
+from hyperhttp._backends.stream import SocketStream
 from hyperhttp._multipart import _FileReader
 from hyperhttp.errors.retry import RetryPolicy
 from hyperhttp.utils.backoff import ExponentialBackoff
@@ -186,6 +188,45 @@ async def test_prebuilt_encoder_small_chunks(
         assert parts["user"]["value"] == "alice"
         assert_part(parts["file"], big, "big.bin", "application/octet-stream")
         assert_part(parts["inline"], payload(5000, 1), "a.txt", "text/plain")
+
+
+async def test_http11_writes_file_pieces_two_per_call_where_the_transport_gathers_them(
+    loop_name: str, http_server: ServerHandle, tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Reads stay chunk_size each, but a transport that writes a list without
+    # joining it (uvloop; asyncio from 3.12) gets two file pieces per call:
+    # half the thread hops and socket writes per byte. asyncio's 3.11 socket
+    # transport would copy the pair into one bytes first, so it gets them
+    # one at a time.
+    chunk = 64 * 1024
+    data = payload(5 * chunk + 123, 3)
+    (tmp_path / "f.bin").write_bytes(data)
+    writes: list[list[int]] = []
+    real_write, real_writelines = SocketStream.write, SocketStream.writelines
+
+    def write(stream: SocketStream, piece: bytes) -> None:
+        writes.append([len(piece)])
+        real_write(stream, piece)
+
+    def writelines(stream: SocketStream, pieces: list[bytes]) -> None:
+        writes.append([len(p) for p in pieces])
+        real_writelines(stream, pieces)
+
+    monkeypatch.setattr(SocketStream, "write", write)
+    monkeypatch.setattr(SocketStream, "writelines", writelines)
+    encoder = MultipartEncoder([("f", tmp_path / "f.bin")], chunk_size=chunk)
+    async with hyperhttp.Client(http2=False) as client:
+        response = await client.post(http_server.url + "/upload", content=encoder)
+    report = response.json()
+    assert_framed_by_length(report)
+    assert_part(parts_by_name(report)["f"], data, "f.bin", "application/octet-stream")
+    file_writes = [sizes for sizes in writes if chunk in sizes or 123 in sizes]
+    gathers = loop_name == "uvloop" or sys.version_info >= (3, 12)
+    if gathers:
+        assert file_writes == [[chunk, chunk], [chunk, chunk], [chunk, 123]]
+    else:
+        assert file_writes == [[chunk]] * 5 + [[123]]
 
 
 async def test_spec_examples_as_printed(

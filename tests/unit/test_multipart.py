@@ -693,6 +693,42 @@ async def test_file_truncated_during_send_is_an_error(
     assert open_fds_to(p) == 0
 
 
+async def test_runs_take_two_pieces_per_read_each_at_most_chunk_size(
+    loop_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP/1.1 writer's pass: file pieces come two per thread hop, but
+    # every read is still chunk_size, and never past the size announced.
+    data = os.urandom(4500)
+    p = write(tmp_path / "a.bin", data)
+    reads = RecordedReads(monkeypatch)
+    enc = MultipartEncoder([("f", p)], chunk_size=1000)
+    runs = [run async for run in enc._aiter_runs()]
+    assert reads.sizes == [1000, 1000, 1000, 1000, 500]
+    file_runs = [[len(piece) for piece in run] for run in runs[1:-1]]
+    assert file_runs == [[1000, 1000], [1000, 1000], [500]]
+    assert b"".join(piece for run in runs for piece in run) == b"".join(
+        [chunk async for chunk in enc]
+    )
+
+
+async def test_a_file_truncated_inside_a_run_names_the_bytes_missing(
+    loop_name: str, tmp_path: pathlib.Path
+) -> None:
+    p = write(tmp_path / "shrink.bin", b"a" * 100_000)
+    enc = MultipartEncoder([("f", p)], chunk_size=10_000)
+    runs = enc._aiter_runs()
+    await runs.__anext__()  # the part's head
+    first = await runs.__anext__()
+    assert [len(piece) for piece in first] == [10_000, 10_000]
+    # The next run (being read ahead now) ends at 40,000, inside what is kept.
+    os.truncate(p, 45_000)
+    await runs.__anext__()
+    # The next run gets 5,000 bytes, then the end of the file: 55,000 missing.
+    with pytest.raises(LocalProtocolError, match="ended 55000 bytes short of the 100000"):
+        await runs.__anext__()
+    assert open_fds_to(p) == 0
+
+
 def test_path_size_mismatch_and_bad_arguments(tmp_path: pathlib.Path) -> None:
     p = write(tmp_path / "s.bin", b"abc")
     with pytest.raises(ValueError, match="size=5"):
