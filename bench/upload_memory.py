@@ -12,7 +12,7 @@ reads every body to the end, discarding it, and only then answers 200 with
 the byte count: HTTP/1.1 (Content-Length or chunked) on plain TCP, HTTP/2
 (h2, TLS with ALPN) with its windows opened wide.
 
-Run: python3 bench/upload_memory.py [--size-gib 4] [--protocols h1,h2]
+Run: python3 bench/upload_memory.py [--size-gib 4] [--protocols h1,h2] [--loop uvloop]
 """
 
 from __future__ import annotations
@@ -301,7 +301,13 @@ async def hyperhttp_upload(url: str, path: str, ca: str | None, http2: bool) -> 
 
 
 def client_main(args: argparse.Namespace) -> None:
-    result = asyncio.run(hyperhttp_upload(args.url, args.file, args.ca, args.http2))
+    upload = hyperhttp_upload(args.url, args.file, args.ca, args.http2)
+    if args.loop == "uvloop":
+        import uvloop
+
+        result = uvloop.run(upload)
+    else:
+        result = asyncio.run(upload)
     print(json.dumps(result))
 
 
@@ -339,7 +345,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                     if proto == "h1"
                     else f"https://localhost:{h2_port}/upload"
                 )
-                cmd = [sys.executable, __file__, "--client", "--url", url, "--file", path]
+                cmd = [sys.executable, __file__, "--client", "--url", url, "--file", path,
+                       "--loop", args.loop]
                 if proto == "h2":
                     cmd += ["--ca", ca, "--http2"]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -349,7 +356,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                 r = json.loads(out.strip().splitlines()[-1])
                 body_over = r["sink_bytes"] - size
                 print(
-                    f"{proto}: {r['http_version']} sent {r['sink_bytes']} bytes "
+                    f"{proto} ({args.loop}): {r['http_version']} sent {r['sink_bytes']} bytes "
                     f"(file + {body_over} bytes of multipart framing) in {r['seconds']:.2f}s "
                     f"({r['sink_bytes'] / r['seconds'] / 1e6:.0f} MB/s); "
                     f"idle RSS {mib(r['idle_rss'])}, peak RSS (sampled) "
@@ -364,6 +371,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size-gib", type=float, default=4.0)
     parser.add_argument("--protocols", default="h1,h2")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the client's event loop (the sink always runs on uvloop)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
