@@ -591,15 +591,21 @@ async def first_file_chunk(it: AsyncIterator[bytes], size: int) -> bytes:
     return chunk
 
 
+def four_and_a_half_chunks(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[bytes, RecordedReads, MultipartEncoder]:
+    """A 4,500-byte file part in 1,000-byte chunks, its reads recorded."""
+    data = os.urandom(4500)
+    p = write(tmp_path / "a.bin", data)
+    return data, RecordedReads(monkeypatch), MultipartEncoder([("f", p)], chunk_size=1000)
+
+
 async def test_the_next_file_chunk_is_read_while_the_caller_holds_this_one(
     loop_name: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # While the caller writes a chunk to the socket, the reader thread reads
     # the next: the socket is not left idle for a thread hop per chunk.
-    data = os.urandom(4500)
-    p = write(tmp_path / "a.bin", data)
-    reads = RecordedReads(monkeypatch)
-    enc = MultipartEncoder([("f", p)], chunk_size=1000)
+    data, reads, enc = four_and_a_half_chunks(tmp_path, monkeypatch)
     it = enc.__aiter__()
     assert await first_file_chunk(it, 1000) == data[:1000]
     await reads.wait_for(2)
@@ -698,14 +704,12 @@ async def test_runs_take_two_pieces_per_read_each_at_most_chunk_size(
 ) -> None:
     # The HTTP/1.1 writer's pass: file pieces come two per thread hop, but
     # every read is still chunk_size, and never past the size announced.
-    data = os.urandom(4500)
-    p = write(tmp_path / "a.bin", data)
-    reads = RecordedReads(monkeypatch)
-    enc = MultipartEncoder([("f", p)], chunk_size=1000)
+    data, reads, enc = four_and_a_half_chunks(tmp_path, monkeypatch)
     runs = [run async for run in enc._aiter_runs()]
     assert reads.sizes == [1000, 1000, 1000, 1000, 500]
     file_runs = [[len(piece) for piece in run] for run in runs[1:-1]]
     assert file_runs == [[1000, 1000], [1000, 1000], [500]]
+    assert b"".join(piece for run in runs[1:-1] for piece in run) == data
     assert b"".join(piece for run in runs for piece in run) == b"".join(
         [chunk async for chunk in enc]
     )
