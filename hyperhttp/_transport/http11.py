@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .._backends.stream import SocketStream
@@ -226,13 +226,18 @@ class HTTP11Connection:
     async def _send_body(self, request: Request, length: int | None, write_timeout: float | None) -> None:
         stream = self._stream
         sent = 0
-        runs = _runs(request.stream, stream.gathers_writes)
+        chunks = _chunks(request.stream, stream.gathers_writes)
         try:
-            async for run in runs:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                # A run of pieces (see _chunks) goes to the socket in one call.
+                run = chunk if isinstance(chunk, list) else (chunk,)
                 if length is None:
-                    pieces = [piece for chunk in run for piece in encode_chunk(chunk)]
-                    if pieces:
-                        stream.writelines(pieces)
+                    stream.writelines(
+                        encode_chunk(run[0]) if len(run) == 1
+                        else [piece for one in run for piece in encode_chunk(one)]
+                    )
                 else:
                     sent += sum(map(len, run))
                     if sent > length:
@@ -241,10 +246,10 @@ class HTTP11Connection:
                         stream.write(run[0])
                     else:
                         stream.writelines(run)
-                del run
+                del chunk, run
                 await self._drain(write_timeout)
         finally:
-            await close_body_iterator(runs)
+            await close_body_iterator(chunks)
         if length is None:
             stream.write(CHUNKED_END)
         else:
@@ -431,22 +436,14 @@ class HTTP11Connection:
         )
 
 
-def _runs(body: RequestBody, gathered: bool) -> AsyncIterator[list[bytes]]:
-    """The body as runs of pieces to write in one call. When the transport
-    writes a run without joining it (`gathered`), a body that can offer
-    several pieces at once (a multipart encoder reading files) does; else
-    each run is one non-empty piece."""
+def _chunks(
+    body: RequestBody, gathered: bool
+) -> AsyncIterator[bytes] | AsyncIterator[list[bytes]]:
+    """The body's chunks; or, when the transport writes a list without
+    joining it (`gathered`) and the body can offer several pieces at once (a
+    multipart encoder reading files), runs of pieces to write in one call."""
     offer: Callable[[], AsyncIterator[list[bytes]]] | None = getattr(body, "_aiter_runs", None)
-    return offer() if gathered and offer is not None else _one_per_run(aiter(body))
-
-
-async def _one_per_run(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
-    try:
-        async for chunk in chunks:
-            if chunk:
-                yield [chunk]
-    finally:
-        await close_body_iterator(chunks)
+    return offer() if gathered and offer is not None else aiter(body)
 
 
 def _fields(request: Request) -> FieldBlock:
