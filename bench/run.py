@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name}: {info.get('version')} {info.get('module_file') or info.get('error')}")
         records = run_matrix(h, scenarios, clients, loops, args.repeats)
         meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "command": " ".join(["python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
                 "mode": "quick" if args.quick else "full", "repeats": args.repeats,
                 "duration": args.duration, "warmup": args.warmup,
                 "upload_mib": args.upload_mib, "machine": machine_info(h.nginx.version, h.client_cpu is not None),
