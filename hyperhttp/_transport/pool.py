@@ -53,7 +53,9 @@ Rules:
    gives the connection straight back.
 6. While a dial that may turn out HTTP/2 is in flight for an origin, further
    requests to that origin wait for it instead of dialling in parallel; if
-   it is HTTP/2 they share it, if not they dial their own.
+   it is HTTP/2 they share it, if not they dial their own. They wait as
+   long as that dial may take (the connect timeout), not only the pool
+   timeout: no connection is busy, one is being opened for them.
 7. With a fleet backend, a dial first takes a fleet lease for "host:port"
    (waiting FIFO across the fleet) and the lease lives exactly as long as
    the connection: `_forget` returns it. The fleet may ask this pool to
@@ -258,7 +260,7 @@ class ConnectionPool:
             self._serve_waiters()
         got = None if self._waiters_ahead(origin) else self._try_acquire(origin)
         if got is None:
-            got = await self._wait(origin, timeout.pool)
+            got = await self._wait(origin, timeout)
         if got is _CONNECT:
             return await self._connect(origin, timeout)
         assert not isinstance(got, str)
@@ -335,13 +337,24 @@ class ConnectionPool:
             del idle[conn]
         return False
 
-    async def _wait(self, origin: Origin, pool_timeout: float | None) -> Any:
+    async def _wait(self, origin: Origin, timeout: Timeout) -> Any:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._waiters.append(_Waiter(origin, fut))
+        limit, behind_dial = timeout.pool, False
+        host = self._hosts.get(origin)
+        if limit is not None and host is not None and host.probing:
+            # Not waiting for a busy connection but for the origin's first,
+            # being dialled for all to share (HTTP/2): as long as that dial
+            # may take, which the connect timeout bounds.
+            connect = timeout.connect
+            if connect is None or connect > limit:
+                limit, behind_dial = connect, True
         handle = None
-        if pool_timeout is not None:
-            handle = loop.call_later(pool_timeout, self._expire_waiter, fut, origin, pool_timeout)
+        if limit is not None:
+            handle = loop.call_later(
+                limit, self._expire_waiter, fut, origin, limit, behind_dial
+            )
         try:
             return await fut
         except BaseException:
@@ -354,14 +367,22 @@ class ConnectionPool:
             if handle is not None:
                 handle.cancel()
 
-    def _expire_waiter(self, fut: asyncio.Future[Any], origin: Origin, after: float) -> None:
-        if not fut.done():
-            fut.set_exception(
-                PoolTimeout(
-                    f"no connection to {origin_label(origin)} became free within "
-                    f"{after:.3g}s (pool timeout)"
-                )
+    def _expire_waiter(
+        self, fut: asyncio.Future[Any], origin: Origin, after: float, behind_dial: bool
+    ) -> None:
+        if fut.done():
+            return
+        if behind_dial:
+            message = (
+                f"the connection to {origin_label(origin)} that this request waited "
+                f"for did not open within {after:.3g}s (connect timeout)"
             )
+        else:
+            message = (
+                f"no connection to {origin_label(origin)} became free within "
+                f"{after:.3g}s (pool timeout)"
+            )
+        fut.set_exception(PoolTimeout(message))
 
     def _give_back(self, origin: Origin, got: Any) -> None:
         if got is _CONNECT:

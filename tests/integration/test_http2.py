@@ -9,6 +9,7 @@ asserts what the server saw where that is the point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -177,6 +178,94 @@ async def test_concurrent_requests_share_one_connection(
     assert stats.connection_count == 1
     assert stats.requests == 30
     assert stats.peak_in_flight > 10  # they really ran side by side
+
+
+@contextlib.asynccontextmanager
+async def slow_to_connect(port: int, delay: float) -> AsyncIterator[int]:
+    """A TCP relay to 127.0.0.1:`port` that lets `delay` seconds pass
+    before it connects on: every connection through it is that slow to
+    open. Yields the relay's port."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        writers = [writer]
+        try:
+            await asyncio.sleep(delay)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(up_writer)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the relay is closing: asyncio's stream server would log a cancelled handler
+        finally:
+            for each in writers:
+                each.close()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_requests_behind_the_first_dial_wait_as_long_as_the_dial_may_take(
+    loop_name: str, certs: TestCerts, https_server: ServerHandle
+) -> None:
+    # The origin's first connection takes 0.3 s to open. The requests made
+    # meanwhile wait for it (HTTP/2 will carry them all), and for that long:
+    # a dial is bounded by the connect timeout, and a pool timeout of 50 ms
+    # failed them with PoolTimeout although no connection was ever busy.
+    async with slow_to_connect(https_server.port, 0.3) as port, hyperhttp.Client(
+        ssl_context=certs.client_ssl_context(), trust_env=False,
+        timeout=hyperhttp.Timeout(5.0, pool=0.05),
+    ) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"https://localhost:{port}/echo?n={i}") for i in range(5))
+        )
+    assert [r.status_code for r in responses] == [200] * 5
+    assert {r.http_version for r in responses} == {"HTTP/2"}
+    assert https_server.stats.connection_count == 1
+
+
+async def test_a_waiter_behind_the_first_dial_still_times_out_past_the_connect_timeout(
+    loop_name: str, certs: TestCerts, https_server: ServerHandle
+) -> None:
+    # Waiting for the dial is bounded too: by the connect timeout, which
+    # also ends the dial itself; the error names the timeout that ran out.
+    async with slow_to_connect(https_server.port, 2.0) as port, hyperhttp.Client(
+        ssl_context=certs.client_ssl_context(), trust_env=False,
+        timeout=hyperhttp.Timeout(5.0, connect=0.3, pool=0.05),
+    ) as client:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(client.get(f"https://localhost:{port}/echo") for _ in range(3)),
+            return_exceptions=True,
+        )
+        waited = asyncio.get_running_loop().time() - started
+    assert isinstance(results[0], hyperhttp.ConnectTimeout)
+    for waiter in results[1:]:
+        # Either it timed out waiting for that dial, or (the dial failed
+        # first) it dialled itself and timed out there.
+        if isinstance(waiter, hyperhttp.PoolTimeout):
+            assert "did not open within 0.3s (connect timeout)" in str(waiter)
+        else:
+            assert isinstance(waiter, hyperhttp.ConnectTimeout), waiter
+    assert 0.25 < waited < 1.5
 
 
 async def test_large_bodies_both_ways(certs: TestCerts, https_server: ServerHandle) -> None:
