@@ -7,7 +7,7 @@ read). The socket is read straight into one receive buffer per stream,
 reused for the life of the connection (a plain Protocol gets a new `bytes`
 per socket read, and joining those cost a second copy and, on large
 bodies, allocator churn and a high peak RSS). Reads return whatever is
-buffered as one `bytes`. The buffer starts at `MIN_BUFFER` and doubles
+buffered as one `bytes`. The buffer starts at `MIN_BUFFER` and quadruples
 while socket reads fill it (bulk transfer) up to `HIGH_WATER`; when that
 much is buffered unread the transport stops reading, so a slow consumer of
 a large body holds at most that much in memory, and no read returns more.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import threading
 from typing import Any
 
 from .._exceptions import PoolClosed, ReadError, ReadTimeout, WriteError, WriteTimeout
@@ -34,19 +35,36 @@ _SPLIT_HEAD = 16 * 1024  # read_head_nowait() splits the head off beyond this
 # Grown receive buffers given back by streams gone idle, for the next bulk
 # transfer to take instead of growing its own: a fresh large bytearray is
 # zeroed and page-faulted in again, which cost a 10 MiB download as much as
-# copying it out. At most _SPARE_MAX are kept (one list per process; list
-# pop and append are atomic, so loops in several threads may share it).
+# copying it out. At most _SPARE_MAX are kept, the largest given back (one
+# list per process, under a lock: loops in several threads may share it).
 _SPARE: list[bytearray] = []
 _SPARE_MAX = 4
+_SPARE_LOCK = threading.Lock()
 
 
 def _spare_buffer(size: int) -> bytearray:
-    """A kept buffer of at least `size` bytes, else a new one."""
-    try:
-        buf = _SPARE.pop()
-    except IndexError:  # none kept (or another thread took the last one)
-        return bytearray(size)
-    return buf if len(buf) >= size else bytearray(size)
+    """The smallest kept buffer of at least `size` bytes, else a new one.
+    Smaller kept buffers stay kept, for smaller growths."""
+    with _SPARE_LOCK:
+        best = -1
+        for i, buf in enumerate(_SPARE):
+            if len(buf) >= size and (best < 0 or len(buf) < len(_SPARE[best])):
+                best = i
+        if best >= 0:
+            return _SPARE.pop(best)  # by position: no comparing of contents
+    return bytearray(size)
+
+
+def _keep_spare(buf: bytearray) -> None:
+    """Keep a grown buffer for a later transfer; when as many are kept as
+    may be, it takes the place of the smallest one if it is larger."""
+    with _SPARE_LOCK:
+        if len(_SPARE) < _SPARE_MAX:
+            _SPARE.append(buf)
+            return
+        smallest = min(range(len(_SPARE)), key=lambda i: len(_SPARE[i]))
+        if len(_SPARE[smallest]) < len(buf):
+            _SPARE[smallest] = buf
 
 
 def _closed_by_client(peer: str) -> PoolClosed:
@@ -142,7 +160,9 @@ class SocketStream(asyncio.BufferedProtocol):
                 self._read_paused = True
                 if self._turn != 2:  # else paused already, for the turn
                     self.transport.pause_reading()
-        _wake(self._read_waiter)
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if self.on_data is not None:
             self.on_data()
         if self._drain_on_data:
@@ -184,8 +204,14 @@ class SocketStream(asyncio.BufferedProtocol):
         used = end - start
         cap = len(self._buf)
         want = cap
-        if (self._grow or used > cap // 2) and cap < HIGH_WATER:
-            want = cap * 2
+        if cap < HIGH_WATER:
+            if self._grow:
+                # Reads fill it: a bulk transfer. Quadrupling reaches the
+                # full size in three steps from MIN_BUFFER, so fewer fresh
+                # buffers are zeroed and faulted in on the way.
+                want = min(cap * 4, HIGH_WATER)
+            elif used > cap // 2:
+                want = cap * 2
         while want - used < _MIN_FREE:
             want *= 2  # only when the transport reads on while paused
         self._grow = False
@@ -215,8 +241,7 @@ class SocketStream(asyncio.BufferedProtocol):
         """Drop a receive buffer grown by a large body, if it is empty:
         connections waiting in the pool keep `MIN_BUFFER` each."""
         if len(self._buf) > MIN_BUFFER and self._start == self._end:
-            if len(_SPARE) < _SPARE_MAX:
-                _SPARE.append(self._buf)
+            _keep_spare(self._buf)
             self._buf = bytearray(MIN_BUFFER)
             self._view = memoryview(self._buf)
             self._start = self._end = 0

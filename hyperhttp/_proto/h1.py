@@ -250,6 +250,25 @@ class ResponseParser:
         self._state = _DONE
         return data
 
+    def length_left(self) -> int:
+        """The bytes of a Content-Length body still to come, when the parser
+        holds none of them: the caller may then take them from the socket
+        itself and report them with `took()`, the parser only counting.
+        0 otherwise (the body must go through `feed()`/`next_event()`)."""
+        if self._state == _LENGTH and self._pos >= len(self._buf):
+            return self._remaining
+        return 0
+
+    def took(self, n: int) -> None:
+        """`n` bytes of the body (1 to `length_left()`) were taken past the
+        parser; at the last of them the body ends (`End` comes next)."""
+        left = self._remaining
+        if not 0 < n <= left or self._state != _LENGTH or self._pos < len(self._buf):
+            raise RuntimeError(f"took({n}) with {self.length_left()} body bytes to come ({self!r})")
+        self._remaining = left = left - n
+        if not left:
+            self._state = _ENDING
+
     @property
     def has_unparsed(self) -> bool:
         """True while received bytes wait to be parsed."""

@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 
+import pytest
+
 import hyperhttp
 from hyperhttp._backends import stream as stream_module
 from hyperhttp._transport.http11 import BODY_CHUNK
@@ -293,3 +295,121 @@ async def test_one_read_per_turn_pauses_a_second_read_until_the_next_turn() -> N
     assert sink.paused
     assert stream.read_nowait().startswith(b"d")
     assert not sink.paused
+
+
+async def test_a_streamed_body_ends_at_its_length_with_a_stray_answer_behind_it(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """A large Content-Length body goes from the receive buffer straight to
+    the caller, the parser only counting it. A stray response written
+    right behind it, in the same write, must neither join the body nor be
+    the answer to the next request on that connection."""
+    big = _body_for(b"/stray", 400_000)
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await read_head(reader):
+            if head.startswith(b"GET /big "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big))
+                writer.write(big[:150_000])
+                await writer.drain()
+                await asyncio.sleep(0.02)  # the rest in later reads
+                writer.write(big[150_000:] + stray)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nREAL!")
+            await writer.drain()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(http2=False) as client:
+        parts = []
+        async with client.stream("GET", server.url + "/big") as response:
+            async for chunk in response.aiter_raw():
+                parts.append(chunk)
+        assert b"".join(parts) == big
+        assert max(len(part) for part in parts) <= BODY_CHUNK
+        second = await client.get(server.url + "/next")
+        assert second.content == b"REAL!"
+    assert server.accepted == 2
+
+
+async def test_a_large_body_cut_short_while_streamed_names_what_is_missing(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """The connection closes 100,000 bytes short of a streamed body's
+    Content-Length, after the body's bytes have been going to the caller
+    straight from the receive buffer: an error saying how much is missing,
+    and what did arrive is handed over first."""
+    big = _body_for(b"/short", 300_000)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big))
+        writer.write(big[:200_000])
+        await writer.drain()
+        writer.close()
+
+    server = raw_server(handler)
+    async with hyperhttp.Client(http2=False) as client:
+        parts = []
+        async with client.stream("GET", server.url + "/") as response:
+            with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
+                async for chunk in response.aiter_raw():
+                    parts.append(chunk)
+        assert b"".join(parts) == big[:200_000]
+        assert "100000 bytes missing" in str(caught.value)
+        assert f"127.0.0.1:{server.port}" in str(caught.value)
+        # The broken connection is closed and gone from the pool, not held.
+        assert all(s["in_use"] == 0 for s in client.get_pool_stats().values())
+        assert sum(s["total"] for s in client.get_pool_stats().values()) == 0
+
+
+def test_a_growing_stream_takes_the_smallest_kept_buffer_that_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept receive buffers: a growth takes the smallest that is large
+    enough and leaves smaller ones kept; when as many are kept as may be,
+    a larger buffer given back takes the place of the smallest. No buffer
+    is handed out twice, though kept buffers of equal size and content
+    (all zeros here) are alike to every comparison but identity."""
+    kept: list[bytearray] = []
+    monkeypatch.setattr(stream_module, "_SPARE", kept)
+    small, middle, large = bytearray(64 * 1024), bytearray(256 * 1024), bytearray(1024 * 1024)
+    kept.extend([large, small, middle])
+    got = stream_module._spare_buffer(100 * 1024)
+    assert got is middle
+    assert [id(b) for b in kept] == [id(large), id(small)]
+    assert stream_module._spare_buffer(2 * 1024 * 1024) not in (large, small)
+    assert len(kept) == 2
+    twins = [bytearray(64 * 1024) for _ in range(stream_module._SPARE_MAX - 2)]
+    for twin in twins:
+        stream_module._keep_spare(twin)
+    assert len(kept) == stream_module._SPARE_MAX
+    stream_module._keep_spare(middle)  # full: it replaces one 64 KiB buffer
+    assert len(kept) == stream_module._SPARE_MAX
+    assert sorted(len(b) for b in kept) == [64 * 1024] * 2 + [256 * 1024, 1024 * 1024]
+    stream_module._keep_spare(bytearray(16 * 1024))  # smaller than all kept: dropped
+    assert 16 * 1024 not in {len(b) for b in kept}
+    handed = [stream_module._spare_buffer(32 * 1024) for _ in range(stream_module._SPARE_MAX)]
+    assert len({id(b) for b in handed}) == len(handed)  # each buffer once
+    assert kept == []
+
+
+async def test_a_bulk_transfer_grows_the_receive_buffer_fourfold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads that fill the buffer quadruple it, up to HIGH_WATER: three
+    fresh buffers from MIN_BUFFER, not six."""
+    monkeypatch.setattr(stream_module, "_SPARE", [])  # grow afresh, not from kept buffers
+    sizes = []
+    for growth in range(4):
+        stream = stream_module.SocketStream("peer")
+        stream.connection_made(_Sink())
+        stream_module._SPARE.clear()
+        for _ in range(growth + 1):
+            view = stream.get_buffer(-1)
+            stream.buffer_updated(len(view))
+            stream.read_nowait()
+        sizes.append(len(stream.get_buffer(-1)))
+    assert sizes == [64 * 1024, 256 * 1024, 1024 * 1024, 1024 * 1024]
+    assert stream_module.MIN_BUFFER == 16 * 1024
+    assert stream_module.HIGH_WATER == 1024 * 1024

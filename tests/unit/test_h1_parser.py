@@ -98,6 +98,50 @@ def test_body_is_the_received_object_when_a_read_is_all_body() -> None:
     assert isinstance(parser.next_event(), End)
 
 
+def test_length_left_counts_a_body_taken_past_the_parser() -> None:
+    """A Content-Length body the parser holds nothing of may be taken from
+    the socket by the caller: `length_left()` says how much is to come,
+    `took()` counts it, and the body then ends as if it had been fed."""
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123")
+    assert isinstance(parser.next_event(), Head)
+    assert parser.length_left() == 0  # four body bytes are in the parser
+    assert parser.next_event() == b"0123"
+    assert parser.length_left() == 6
+    with pytest.raises(RuntimeError, match="took"):
+        parser.took(7)  # past the end of the body
+    with pytest.raises(RuntimeError, match="took"):
+        parser.took(0)
+    parser.took(4)
+    assert parser.length_left() == 2
+    parser.feed(b"89")  # held by the parser again: the caller may not take
+    assert parser.length_left() == 0
+    with pytest.raises(RuntimeError, match="took"):
+        parser.took(2)
+    assert parser.next_event() == b"89"
+    assert isinstance(parser.next_event(), End)
+    assert parser.reusable
+    assert parser.length_left() == 0  # no body under way
+
+    chunked = ResponseParser()
+    chunked.start("GET")
+    chunked.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(chunked.next_event(), Head)
+    assert chunked.length_left() == 0  # only Content-Length bodies
+
+
+def test_took_the_whole_body_ends_it() -> None:
+    parser = ResponseParser()
+    parser.start("GET")
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    assert isinstance(parser.next_event(), Head)
+    parser.took(5)
+    assert parser.length_left() == 0
+    assert isinstance(parser.next_event(), End)
+    assert parser.reusable
+
+
 @pytest.mark.parametrize("data", [TYPICAL, CHUNKED])
 def test_every_split_point_gives_the_same_result(data: bytes) -> None:
     _, whole = parse(data)
