@@ -116,6 +116,14 @@ async def test_large_bodies_through_reused_receive_buffers(
     assert server.accepted <= 6
 
 
+async def _stream_into(parts: list[bytes], client: hyperhttp.Client, url: str) -> None:
+    """Stream a GET of `url`, appending each raw chunk to `parts` as it comes
+    (what came before an error stays there for the caller)."""
+    async with client.stream("GET", url) as response:
+        async for chunk in response.aiter_raw():
+            parts.append(chunk)
+
+
 def _body_for(target: bytes, size: int) -> bytes:
     """Distinct bytes per target: stale bytes from another transfer show."""
     seed = hashlib.sha256(target).digest()
@@ -239,10 +247,8 @@ async def test_large_bodies_behind_their_heads_in_one_write(
             response = await client.get(server.url + "/")
             assert response.status_code == 200 and response.content == big
         for _ in responses:
-            parts = []
-            async with client.stream("GET", server.url + "/") as response:
-                async for chunk in response.aiter_raw():
-                    parts.append(chunk)
+            parts: list[bytes] = []
+            await _stream_into(parts, client, server.url + "/")
             assert b"".join(parts) == big
             assert max(len(part) for part in parts) <= BODY_CHUNK
         assert [s["total"] for s in client.get_pool_stats().values()] == [1]
@@ -321,10 +327,8 @@ async def test_a_streamed_body_ends_at_its_length_with_a_stray_answer_behind_it(
 
     server = raw_server(handler)
     async with hyperhttp.Client(http2=False) as client:
-        parts = []
-        async with client.stream("GET", server.url + "/big") as response:
-            async for chunk in response.aiter_raw():
-                parts.append(chunk)
+        parts: list[bytes] = []
+        await _stream_into(parts, client, server.url + "/big")
         assert b"".join(parts) == big
         assert max(len(part) for part in parts) <= BODY_CHUNK
         second = await client.get(server.url + "/next")
@@ -350,11 +354,9 @@ async def test_a_large_body_cut_short_while_streamed_names_what_is_missing(
 
     server = raw_server(handler)
     async with hyperhttp.Client(http2=False) as client:
-        parts = []
-        async with client.stream("GET", server.url + "/") as response:
-            with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
-                async for chunk in response.aiter_raw():
-                    parts.append(chunk)
+        parts: list[bytes] = []
+        with pytest.raises(hyperhttp.RemoteProtocolError) as caught:
+            await _stream_into(parts, client, server.url + "/")
         assert b"".join(parts) == big[:200_000]
         assert "100000 bytes missing" in str(caught.value)
         assert f"127.0.0.1:{server.port}" in str(caught.value)
