@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -415,3 +416,54 @@ async def test_a_bulk_transfer_grows_the_receive_buffer_fourfold(
     assert sizes == [64 * 1024, 256 * 1024, 1024 * 1024, 1024 * 1024]
     assert stream_module.MIN_BUFFER == 16 * 1024
     assert stream_module.HIGH_WATER == 1024 * 1024
+
+
+def test_loops_in_two_threads_share_the_kept_buffers_safely(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """The kept receive buffers are one list per process: clients on loops
+    in two threads grow, give back and take buffers at the same time, and
+    every body must still arrive byte for byte (a buffer handed to two
+    connections at once would mix their bytes)."""
+    size = 2 * 1024 * 1024 + 5
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await read_head(reader):
+            body = _body_for(head.split(b" ", 2)[1], size)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+
+    server = raw_server(handler)
+    failures: list[BaseException] = []
+
+    async def downloads(thread: int) -> None:
+        async with hyperhttp.Client(http2=False, max_connections=4) as client:
+            for round_ in range(3):
+                targets = [f"/t{thread}-r{round_}-{i}" for i in range(4)]
+                bodies = await asyncio.gather(*(_streamed(client, server.url + t) for t in targets))
+                for target, body in zip(targets, bodies, strict=True):
+                    assert body == _body_for(target.encode(), size), target
+
+    def run(thread: int) -> None:
+        try:
+            asyncio.run(downloads(thread))
+        except BaseException as exc:  # reported by the test thread below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    kept = stream_module._SPARE
+    assert len(kept) <= stream_module._SPARE_MAX
+    assert len({id(b) for b in kept}) == len(kept)
+
+
+async def _streamed(client: hyperhttp.Client, url: str) -> bytes:
+    parts: list[bytes] = []
+    await _stream_into(parts, client, url)
+    return b"".join(parts)
