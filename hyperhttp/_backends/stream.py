@@ -160,7 +160,7 @@ class SocketStream(asyncio.BufferedProtocol):
                 self._read_paused = True
                 if self._turn != 2:  # else paused already, for the turn
                     self.transport.pause_reading()
-        waiter = self._read_waiter
+        waiter = self._read_waiter  # _wake() inlined: this runs once per socket read
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self.on_data is not None:
