@@ -14,7 +14,7 @@ that can take part (the coordinator is hyperhttp's alone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -74,6 +74,20 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
+DOWNLOADS = 20  # per download run: the scenario the targets are set on
+
+
+def set_downloads(n: int) -> None:
+    """Make the download scenarios move `n` files per run instead of 20.
+    Twenty 10 MiB files pass in some 60 ms on loopback, so a fresh
+    process's first allocations weigh in them; more shows the steady state.
+    The report's titles follow (they are taken from here)."""
+    if n < 1:
+        raise ValueError(f"downloads per run must be at least 1, not {n}")
+    for name, sc in SCENARIO_BY_NAME.items():
+        if sc.kind == "download":
+            text = sc.description.replace(f"{sc.count} downloads", f"{n} downloads", 1)
+            SCENARIO_BY_NAME[name] = replace(sc, count=n, description=text)
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,14 @@ from _report import markdown, rate, scenario_table, summarize  # noqa: E402
 from _scenarios import (  # noqa: E402
     CLIENT_BY_NAME,
     CLIENTS,
+    DOWNLOADS,
     LOOPS,
     MIB,
     SCENARIO_BY_NAME,
     SCENARIOS,
     Scenario,
     cells,
+    set_downloads,
 )
 from _servers import TINY_BODY, Nginx, Sink, pin  # noqa: E402
 
@@ -65,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds per tiny run (3)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds (1)")
     p.add_argument("--upload-mib", type=int, default=None, help="upload size in MiB (1024)")
+    p.add_argument("--downloads", type=int, default=DOWNLOADS,
+                   help=f"files per download run ({DOWNLOADS}, the targets' scenario); "
+                   "more shows the steady state past a fresh process's first buffers")
     p.add_argument("--md", default=None,
                    help="Markdown report path (default bench/RESULTS.md; none in --quick)")
     p.add_argument("--report-only", metavar="JSON", default=None,
@@ -77,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.duration = args.duration or (1.0 if quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
     args.upload_mib = args.upload_mib or (256 if quick else 1024)
+    if args.downloads < 1:
+        p.error(f"--downloads must be at least 1, not {args.downloads}")
     if args.md is None and not quick:
         args.md = str(HERE / "RESULTS.md")
     return args
@@ -288,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.report_only) as fh:
             saved = json.load(fh)
         records = saved["runs"]
+        set_downloads(saved["meta"].get("downloads", DOWNLOADS))
         args.md = args.md if args.md is not None else str(HERE / "RESULTS.md")
         report(saved["meta"], summarize(records), records, args, save=False)
         return 0
+    set_downloads(args.downloads)
     default_sc = [s.name for s in SCENARIOS if s.runnable]
     scenarios = [SCENARIO_BY_NAME[n] for n in _pick(args.scenarios, SCENARIO_BY_NAME, default_sc)]
     clients = ensure_tools(_pick(args.clients, CLIENT_BY_NAME, [c.name for c in CLIENTS]),
@@ -315,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 "command": " ".join(["python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
                 "mode": "quick" if args.quick else "full", "repeats": args.repeats,
                 "duration": args.duration, "warmup": args.warmup,
-                "upload_mib": args.upload_mib, "machine": machine_info(h.nginx.version, h.client_cpu is not None),
+                "upload_mib": args.upload_mib, "downloads": args.downloads,
+                "machine": machine_info(h.nginx.version, h.client_cpu is not None),
                 "versions": versions(probes), "wall_seconds": round(time.monotonic() - started),
                 "notes": notes(records)}
     finally:
