@@ -23,6 +23,7 @@ TINY_PATH = "/tiny.txt"  # 13 bytes: "Hello, world!"
 MEDIUM_PATH = "/100k.bin"  # 100 KiB, used to warm up download clients
 LARGE_PATH = "/10m.bin"  # 10 MiB
 UPLOAD_PATH = "/upload"  # served by the sink, not nginx
+DOWNLOADS = 20  # files per download run: the scenario the targets are set on
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              description="13-byte body, 1 request in flight, HTTP/2 over TLS"),
     Scenario("h2-tiny-64", "tiny", "h2", 64, TINY_PATH,
              description="13-byte body, 64 requests in flight, HTTP/2 over TLS"),
-    Scenario("h1-download", "download", "h1", 4, LARGE_PATH, count=20,
-             description="20 downloads of 10 MiB, 4 at a time, HTTP/1.1 cleartext"),
-    Scenario("h2-download", "download", "h2", 4, LARGE_PATH, count=20,
-             description="20 downloads of 10 MiB, 4 at a time, HTTP/2 over TLS"),
+    Scenario("h1-download", "download", "h1", 4, LARGE_PATH, count=DOWNLOADS,
+             description=f"{DOWNLOADS} downloads of 10 MiB, 4 at a time, HTTP/1.1 cleartext"),
+    Scenario("h2-download", "download", "h2", 4, LARGE_PATH, count=DOWNLOADS,
+             description=f"{DOWNLOADS} downloads of 10 MiB, 4 at a time, HTTP/2 over TLS"),
     Scenario("h1-upload", "upload", "h1", 1, UPLOAD_PATH,
              description="one multipart/form-data POST of a 1 GiB file (256 MiB in --quick), HTTP/1.1 cleartext"),
     # 4 worker processes x 16 tasks against one origin. Without a coordinator
@@ -74,13 +75,13 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
-DOWNLOADS = 20  # per download run: the scenario the targets are set on
 
 
 def set_downloads(n: int) -> None:
-    """Make the download scenarios move `n` files per run instead of 20.
+    """Make the download scenarios move `n` files per run instead of DOWNLOADS.
     Twenty 10 MiB files pass in some 60 ms on loopback, so a fresh
-    process's first allocations weigh in them; more shows the steady state.
+    process's first buffers and fresh connections' TCP receive windows
+    weigh in them; more shows the steady state.
     The report's titles follow (they are taken from here)."""
     if n < 1:
         raise ValueError(f"downloads per run must be at least 1, not {n}")
