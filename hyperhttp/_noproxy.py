@@ -6,8 +6,10 @@ every name under it as curl does; `.corp` or `*.corp`, which match only
 names under it; IPv4 and IPv6 literals (`127.0.0.1`, `::1`, `[::1]`); CIDR
 ranges of either family (`10.0.0.0/8`, `fd00::/8`), matched against IP
 literal hosts only; and any of these with `:port` (`[v6]:port` for IPv6),
-which then matches that port only. CIDR entries take no port. Entries that
-cannot be read are skipped with one warning each, never an exception.
+which then matches that port only. CIDR entries take no port. An IPv6 host
+with a zone (`fe80::1%eth0`) matches entries for its bare address and
+entries with the same zone. Entries that cannot be read are skipped with
+one warning each, never an exception.
 """
 
 from __future__ import annotations
@@ -123,18 +125,24 @@ class NoProxy:
         entries without a port."""
         if self._all:
             return True
-        host = _unbracket(host).rstrip(".").lower()
-        ip = _ip_or_none(host.split("%", 1)[0])
+        host = _unbracket(host).rstrip(".")
+        address, zone_mark, _ = host.partition("%")
+        ip = _ip_or_none(address)
         if ip is not None:
-            return self._matches_ip(ip, port)
-        ports = self._exact.get(host)
-        if ports is not None and (None in ports or port in ports):
+            # A zone (fe80::1%eth0) is matched by entries for the address
+            # alone and by entries with that same zone (its case kept:
+            # interface names are case-sensitive).
+            zoned = _ip_or_none(host) if zone_mark else None
+            return self._matches_ip(ip, port) or (
+                zoned is not None and self._matches_port(self._ips.get(zoned), port)
+            )
+        host = host.lower()
+        if self._matches_port(self._exact.get(host), port):
             return True
         rest = host
         while "." in rest:
             rest = rest.split(".", 1)[1]
-            ports = self._subdomains.get(rest)
-            if ports is not None and (None in ports or port in ports):
+            if self._matches_port(self._subdomains.get(rest), port):
                 return True
         return False
 
@@ -143,12 +151,15 @@ class NoProxy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)  # ::ffff:10.0.0.1 is 10.0.0.1
         for addr in candidates:
-            ports = self._ips.get(addr)
-            if ports is not None and (None in ports or port in ports):
+            if self._matches_port(self._ips.get(addr), port):
                 return True
             if any(addr.version == net.version and addr in net for net in self._nets):
                 return True
         return False
+
+    @staticmethod
+    def _matches_port(ports: set[int | None] | None, port: int | None) -> bool:
+        return ports is not None and (None in ports or port in ports)
 
     def __repr__(self) -> str:
         if self._all:

@@ -304,6 +304,36 @@ async def test_no_proxy_ipv6_literals_and_ranges(
 
 
 @pytest.mark.parametrize(
+    ("entry", "bypassed"),
+    [("::1%{zone}", True), ("[::1%{zone}]:{port}", True), ("::1", True), ("::1%no-such-if0", False)],
+)
+async def test_no_proxy_ipv6_zones(
+    loop_name: str,
+    entry: str,
+    bypassed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_proxy: RecordingProxy,
+    http_server_ipv6: ServerHandle,
+) -> None:
+    """A URL with a zone ([::1%25lo]) goes direct for an entry naming that
+    zone or the bare address, and through the proxy for another zone."""
+    zone = socket.if_indextoname(1)  # the loopback interface: "lo" on Linux
+    port = http_server_ipv6.port
+    monkeypatch.setenv("HTTP_PROXY", recording_proxy.url)
+    monkeypatch.setenv("NO_PROXY", entry.format(zone=zone, port=port))
+    url = f"http://[::1%25{zone}]:{port}/echo"
+    async with hyperhttp.Client() as client:
+        response = await client.get(url)
+    if bypassed:
+        assert response.json()["path"] == "/echo"
+        assert recording_proxy.connections == []
+    else:
+        # The zone means something on this host only: the proxy gets the
+        # address without it (RFC 6874 section 4).
+        assert [r.target for r in recording_proxy.requests] == [f"http://[::1]:{port}/echo"]
+
+
+@pytest.mark.parametrize(
     ("no_proxy", "bypassed"),
     [
         ("internal.test", {"internal.test", "svc.internal.test"}),

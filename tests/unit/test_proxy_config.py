@@ -106,6 +106,24 @@ def test_ipv4_and_ipv6_literals() -> None:
     assert not rules.matches("localhost", 80)  # names are never resolved
 
 
+def test_ipv6_zones_match_their_address_and_their_own_zone() -> None:
+    # A zoned host matches rules for the bare address or range...
+    assert np("fe80::1").matches("fe80::1%eth0", 80)
+    assert np("fe80::/10").matches("[fe80::1%eth0]", 80)
+    # ...and rules carrying the same zone, bracketed, with a port or not.
+    zoned = np("fe80::1%eth0, [fe80::2%eth1]:8080")
+    assert zoned.matches("fe80::1%eth0", 80)
+    assert zoned.matches("[fe80::1%eth0]", 443)
+    assert zoned.matches("fe80::2%eth1", 8080)
+    assert not zoned.matches("fe80::2%eth1", 80)  # the entry's port only
+    # A zoned rule names one interface: not another, not the bare address,
+    # and zones are interface names, compared with their case.
+    assert not zoned.matches("fe80::1%eth1", 80)
+    assert not zoned.matches("fe80::1", 80)
+    assert not zoned.matches("fe80::1%ETH0", 80)
+    assert not zoned.matches("fe80::3%eth0", 80)
+
+
 def test_ipv4_mapped_ipv6_host_matches_ipv4_rules() -> None:
     assert np("10.0.0.0/8").matches("::ffff:10.1.2.3", 80)
     assert np("10.1.2.3").matches("::ffff:10.1.2.3", 80)
