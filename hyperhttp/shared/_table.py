@@ -6,7 +6,8 @@ memfd, writable in the coordinator, read-only in workers).
 Layout (little-endian)::
 
     0      header: magic "HHFLEET1", layout version, region geometry,
-           then a seqlocked record (epoch, heartbeat, workers, caps)
+           then two seqlocked copies of one record (generation, epoch,
+           heartbeat, workers, caps), written in turn
     4096   DNS region:     DNS_SLOTS slots of DNS_SLOT bytes
     ...    breaker region: BREAKER_SLOTS slots of BREAKER_SLOT bytes
 
@@ -25,6 +26,12 @@ Rules:
 4. Readers memoise the decoded record per slot while `seq` is unchanged.
 5. Times are `time.monotonic()` values, which are system-wide on Linux
    (CLOCK_MONOTONIC), so every process compares them directly.
+6. The header record is written to its two copies in turn, each under its
+   own seqlock, and a reader takes the copy of the higher generation. A
+   coordinator killed (or stopped) in the middle of a write leaves that
+   copy odd for good; the other still holds the write before, so workers
+   go on reading its last heartbeat and worker count, not nothing (the
+   count is what they share the caps by once the coordinator is gone).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ __all__ = [
 ]
 
 MAGIC = b"HHFLEET1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_SIZE = 4096
 DNS_SLOTS = 1024
 DNS_SLOT = 1024
@@ -61,8 +68,13 @@ TABLE_SIZE = BREAKER_OFFSET + BREAKER_SLOTS * BREAKER_SLOT
 READ_RETRIES = 8
 
 _GEOMETRY = struct.Struct("<8sIIIII")  # magic, version, dns slots/size, breaker slots/size
-_STATE_OFFSET = 64
-_STATE = struct.Struct("<IQdIqq")  # seq, epoch, heartbeat, workers, max_conn, max_host (-1 = none)
+_STATE_OFFSETS = (64, 128)  # the header record's two copies
+# seq, generation, epoch, heartbeat, workers, max_conn, max_host (-1 = none)
+_STATE = struct.Struct("<IQQdIqq")
+# Both copies in one read, and both their seqs in one read.
+_GAP = _STATE_OFFSETS[1] - _STATE_OFFSETS[0]
+_STATES = struct.Struct(f"<{_STATE.format[1:]}{_GAP - _STATE.size}x{_STATE.format[1:]}")
+_SEQS = struct.Struct(f"<I{_GAP - 4}xI")
 _SLOT = struct.Struct("<IIII")  # seq, len, crc, key hash
 _SEQ = struct.Struct("<I")
 
@@ -129,8 +141,12 @@ class TableWriter:
         _GEOMETRY.pack_into(
             buf, 0, MAGIC, LAYOUT_VERSION, DNS_SLOTS, DNS_SLOT, BREAKER_SLOTS, BREAKER_SLOT
         )
-        self._state_seq = 0
-        self.set_state(heartbeat=0.0, workers=0, max_connections=None, max_connections_per_host=None)
+        self._state_seq = [0, 0]  # per copy
+        self._generation = 0
+        for _ in _STATE_OFFSETS:  # both copies readable from the start
+            self.set_state(
+                heartbeat=0.0, workers=0, max_connections=None, max_connections_per_host=None
+            )
 
     def set_state(
         self,
@@ -140,16 +156,18 @@ class TableWriter:
         max_connections: int | None,
         max_connections_per_host: int | None,
     ) -> None:
-        buf, off = self._buf, _STATE_OFFSET
-        self._state_seq += 1
-        _SEQ.pack_into(buf, off, self._state_seq & 0xFFFFFFFF)
+        self._generation = gen = self._generation + 1
+        copy = gen & 1  # the other copy keeps the write before, whole
+        buf, off = self._buf, _STATE_OFFSETS[copy]
+        seq = self._state_seq[copy] + 1  # odd: being written
+        _SEQ.pack_into(buf, off, seq & 0xFFFFFFFF)
         _STATE.pack_into(
-            buf, off, (self._state_seq) & 0xFFFFFFFF, self._epoch, heartbeat, workers,
+            buf, off, seq & 0xFFFFFFFF, gen, self._epoch, heartbeat, workers,
             -1 if max_connections is None else max_connections,
             -1 if max_connections_per_host is None else max_connections_per_host,
         )
-        self._state_seq += 1
-        _SEQ.pack_into(buf, off, self._state_seq & 0xFFFFFFFF)
+        self._state_seq[copy] = seq = seq + 1
+        _SEQ.pack_into(buf, off, seq & 0xFFFFFFFF)
 
     def put(self, region: str, key: str, record: msgspec.Struct, priority: float) -> bool:
         """Write `record` under `key`. When the key's window is full, the
@@ -226,14 +244,22 @@ class TableReader:
         }
 
     def header(self) -> Header | None:
-        """The coordinator's heartbeat record, or None if it could not be read cleanly."""
+        """The coordinator's heartbeat record as last written whole (rule 6),
+        or None if neither copy could be read cleanly."""
         buf = self._buf
+        first = _STATE_OFFSETS[0]
         for _ in range(READ_RETRIES):
-            s1 = _SEQ.unpack_from(buf, _STATE_OFFSET)[0]
-            if s1 & 1:
-                continue
-            _, epoch, heartbeat, workers, max_conn, max_host = _STATE.unpack_from(buf, _STATE_OFFSET)
-            if _SEQ.unpack_from(buf, _STATE_OFFSET)[0] == s1:
+            a, b = _SEQS.unpack_from(buf, first)
+            both = _STATES.unpack_from(buf, first)
+            # A copy counts if its seq was even and did not move while read.
+            a2, b2 = _SEQS.unpack_from(buf, first)
+            ok_a = not a & 1 and a == a2
+            ok_b = not b & 1 and b == b2
+            if ok_a or ok_b:
+                use_b = ok_b and (not ok_a or both[8] > both[1])
+                _, _, epoch, heartbeat, workers, max_conn, max_host = (
+                    both[7:] if use_b else both[:7]
+                )
                 return Header(
                     epoch, heartbeat, workers,
                     None if max_conn < 0 else max_conn, None if max_host < 0 else max_host,

@@ -85,6 +85,54 @@ def test_torn_or_in_progress_slots_read_as_misses() -> None:
     assert reader.dns(rec.key) is None
 
 
+class _WriterKilled(Exception):
+    pass
+
+
+class _DiesMidWrite:
+    """Stands in for the header's struct: writes the first `keep` bytes of
+    the record, then "dies", as a coordinator SIGKILLed mid-write does
+    (its seq stays odd for good)."""
+
+    def __init__(self, real: struct.Struct, keep: int) -> None:
+        self.real = real
+        self.keep = keep
+        self.size = real.size
+
+    def pack_into(self, buf: mmap.mmap, off: int, *values: object) -> None:
+        buf[off : off + self.keep] = self.real.pack(*values)[: self.keep]
+        raise _WriterKilled
+
+    def unpack_from(self, buf: mmap.mmap, off: int) -> tuple[object, ...]:
+        return self.real.unpack_from(buf, off)
+
+
+@pytest.mark.parametrize("keep", [0, 4, 20, 36])
+def test_header_survives_a_writer_killed_mid_write(
+    keep: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hyperhttp.shared import _table as table_module
+
+    writer, reader, _ = _table()
+    caps = {"max_connections": 8, "max_connections_per_host": 4}
+    for workers in (1, 2, 3):
+        writer.set_state(heartbeat=float(workers), workers=workers, **caps)
+        header = reader.header()
+        assert header is not None and (header.workers, header.heartbeat) == (workers, workers)
+    # The next write makes its copy's seq odd, writes part of the record and
+    # dies there: readers keep getting the last whole record, not nothing
+    # (a worker then shares the caps by 3 workers, not by what it saw at join).
+    monkeypatch.setattr(table_module, "_STATE", _DiesMidWrite(table_module._STATE, keep))
+    with pytest.raises(_WriterKilled):
+        writer.set_state(heartbeat=9.0, workers=1, **caps)
+    monkeypatch.undo()
+    for _ in range(3):
+        header = reader.header()
+        assert header is not None
+        assert (header.epoch, header.heartbeat, header.workers) == (7, 3.0, 3)
+        assert (header.max_connections, header.max_connections_per_host) == (8, 4)
+
+
 def test_full_window_evicts_lower_priority_only() -> None:
     writer, reader, _ = _table()
     keys = [f"h{i}.test:1" for i in range(5000)]
