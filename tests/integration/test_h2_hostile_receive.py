@@ -21,6 +21,7 @@ The connection is built directly (as in test_h2_negative_window.py);
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import threading
 import time
@@ -116,6 +117,9 @@ async def request(
 
 
 # --- floods of frames the client must answer ------------------------------------
+KERNEL_BUFFER = 64 * 1024  # SO_RCVBUF / SO_SNDBUF of the flood's two ends
+
+
 @dataclass
 class Flood:
     """`RawServer` handler: answer one request with a head, then write
@@ -135,6 +139,14 @@ class Flood:
         try:
             await peer.handshake()
             (sid,) = await peer.requests(1)
+            # The client's answers back up in kernel buffers before its own
+            # write buffer: a small receive buffer here (and a small send
+            # buffer there, see flood_until_calm) lets it reach the limit
+            # after a few hundred thousand frames, not a million and more
+            # (about 6 s of a 10 s budget on a 2-core machine).
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER
+            )
             writer.write(peer.head(sid, [(":status", "200")]) + frame(DATA, 0, sid, b"x"))
             if self.reset_first:
                 while (await peer.frame())[0] != RST_STREAM:
@@ -168,6 +180,11 @@ async def flood_until_calm(
     watching the client's write buffer; its peak."""
     peak = [0]
     last_write = [b""]
+    transport = conn._stream.transport
+    assert transport is not None
+    transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER
+    )
     write = conn._stream.write
 
     def spy(data: bytes | bytearray | memoryview) -> None:
