@@ -51,7 +51,9 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION = 1
+# The table the Welcome hands over is part of the protocol: 2 since its
+# header record is kept twice (table layout 2, see _table.py).
+PROTOCOL_VERSION = 2
 MAX_FRAME = 64 * 1024
 _HEADER = 4
 

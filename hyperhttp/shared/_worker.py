@@ -221,10 +221,18 @@ class WorkerBackend:
             link.close()
             mapping.close()
             return
+        try:
+            reader = TableReader(mapping)
+        except ValueError as exc:  # a coordinator of another build: as good as none
+            link.close()
+            mapping.close()
+            raise CoordinatorError(
+                f"cannot use the table of the fleet coordinator at {self.paths.socket}: {exc}"
+            ) from None
         old_mapping = self._mapping
         self._link = link
         self._mapping = mapping
-        self.reader = TableReader(mapping)
+        self.reader = reader
         self._epoch = welcome.epoch
         self._fleet_caps = (welcome.max_connections, welcome.max_connections_per_host)
         self.dns_ttl = welcome.dns_ttl

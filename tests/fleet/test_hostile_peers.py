@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from hyperhttp import CoordinatorError
+from hyperhttp import CoordinatorError, PoolTimeout
 from hyperhttp.shared import Coordinator, connect_backend
 from hyperhttp.shared._protocol import (
     MAX_FRAME,
@@ -24,6 +26,7 @@ from hyperhttp.shared._protocol import (
     Welcome,
     encode,
 )
+from hyperhttp.shared._table import TABLE_SIZE
 
 from .conftest import WorkerProc, is_dropped, joined, status, wait_for
 
@@ -95,7 +98,10 @@ def test_bad_frames_drop_the_sender_and_change_nothing(
 
 def test_handshake_must_start_with_hello(launch: Callable[..., Coordinator]) -> None:
     coord = launch()
-    for payload in (_frame(_raw(["acquire", 1, "svc:1"])), b"\xff\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n"):
+    for payload in (
+        _frame(_raw(["acquire", 1, "svc:1"])), b"\xff\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n",
+        encode(Hello(PROTOCOL_VERSION - 1, os.getpid())),  # a worker of an older build
+    ):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(3.0)
         sock.connect(coord.address)
@@ -113,9 +119,9 @@ libc.setfsuid(0)           # but keep root's file access to reach the 0700 direc
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 sock.settimeout(3)
 sock.connect(sys.argv[1])
-from hyperhttp.shared._protocol import Hello, encode
+from hyperhttp.shared._protocol import PROTOCOL_VERSION, Hello, encode
 try:
-    sock.sendall(encode(Hello(1, os.getpid())))
+    sock.sendall(encode(Hello(PROTOCOL_VERSION, os.getpid())))
     data = sock.recv(100)
 except (ConnectionResetError, BrokenPipeError):
     data = b""
@@ -165,6 +171,78 @@ async def test_worker_refuses_a_socket_in_an_open_directory(loop_name: str, shor
         os.chmod(short_tmp / "c", 0o700)
     finally:
         coord.stop()
+
+
+class _AlienCoordinator:
+    """Speaks our protocol version but hands over a table of an unknown
+    layout (all zeros): what a worker would meet from a coordinator of a
+    build whose table changed without the protocol version changing."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700)
+        self.address = str(directory / "coordinator.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.address)
+        os.chmod(self.address, 0o600)
+        self.listener.listen(8)
+        self.table = os.memfd_create("alien-table")
+        os.ftruncate(self.table, TABLE_SIZE)
+        self.served = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        welcome = Welcome(PROTOCOL_VERSION, 1, os.getpid(), TABLE_SIZE, 8, 4, 60.0, 0.25)
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with sock:
+                sock.settimeout(3)
+                with contextlib.suppress(OSError):
+                    sock.recv(MAX_FRAME)  # the Hello
+                    socket.send_fds(sock, [encode(welcome)], [self.table])
+                    self.served += 1
+                    sock.recv(MAX_FRAME)  # until the worker hangs up
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+        os.close(self.table)
+
+
+async def test_a_table_of_unknown_layout_is_no_coordinator(
+    loop_name: str, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    alien = _AlienCoordinator(short_tmp / "alien")
+    try:
+        required = connect_backend(alien.address, required=True)
+        with pytest.raises(CoordinatorError, match="unknown layout") as caught:
+            await required.acquire("svc:1", timeout=1)
+        assert alien.address in str(caught.value)
+        assert not required.is_connected()
+        await required.aclose()
+        # Not required: one warning, then per-process limits (no fleet caps
+        # were ever learnt, so the client's own).
+        caplog.clear()
+        backend = connect_backend(alien.address, local_caps=(3, 2))
+        with caplog.at_level(logging.WARNING, logger="hyperhttp.shared"):
+            leases = [await backend.acquire("svc:1", timeout=1) for _ in range(2)]
+            with pytest.raises(PoolTimeout):
+                await backend.acquire("svc:1", timeout=0.1)
+        assert not backend.is_connected()
+        assert backend.fallback_caps() == (3, 2)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "unknown layout" in warnings[0], warnings
+        for lease in leases:
+            backend.release(lease)
+        await backend.aclose()
+        assert alien.served >= 2
+    finally:
+        alien.close()
 
 
 def test_socket_and_table_are_private(launch: Callable[..., Coordinator]) -> None:
