@@ -141,7 +141,6 @@ class TableWriter:
         _GEOMETRY.pack_into(
             buf, 0, MAGIC, LAYOUT_VERSION, DNS_SLOTS, DNS_SLOT, BREAKER_SLOTS, BREAKER_SLOT
         )
-        self._state_seq = [0, 0]  # per copy
         self._generation = 0
         for _ in _STATE_OFFSETS:  # both copies readable from the start
             self.set_state(
@@ -157,17 +156,18 @@ class TableWriter:
         max_connections_per_host: int | None,
     ) -> None:
         self._generation = gen = self._generation + 1
-        copy = gen & 1  # the other copy keeps the write before, whole
-        buf, off = self._buf, _STATE_OFFSETS[copy]
-        seq = self._state_seq[copy] + 1  # odd: being written
-        _SEQ.pack_into(buf, off, seq & 0xFFFFFFFF)
+        # The other copy keeps the write before, whole. A copy's seq follows
+        # from the generation: odd (2g - 1) while written, even (2g) after,
+        # and higher at each of its writes (every other generation).
+        buf, off = self._buf, _STATE_OFFSETS[gen & 1]
+        seq = (2 * gen - 1) & 0xFFFFFFFF
+        _SEQ.pack_into(buf, off, seq)
         _STATE.pack_into(
-            buf, off, seq & 0xFFFFFFFF, gen, self._epoch, heartbeat, workers,
+            buf, off, seq, gen, self._epoch, heartbeat, workers,
             -1 if max_connections is None else max_connections,
             -1 if max_connections_per_host is None else max_connections_per_host,
         )
-        self._state_seq[copy] = seq = seq + 1
-        _SEQ.pack_into(buf, off, seq & 0xFFFFFFFF)
+        _SEQ.pack_into(buf, off, (2 * gen) & 0xFFFFFFFF)
 
     def put(self, region: str, key: str, record: msgspec.Struct, priority: float) -> bool:
         """Write `record` under `key`. When the key's window is full, the
