@@ -53,6 +53,12 @@ def summarize(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
                 peaks = [r["peak_open_conns"] for r in ok if r.get("peak_open_conns") is not None]
                 # The largest over the repeats: a cap has to hold in every run.
                 row["peak_conns"] = max(peaks) if peaks else None
+                firsts = [r["first_s"] for r in ok if r.get("first_s") is not None]
+                laters = [r["later_s"] for r in ok if r.get("later_s") is not None]
+                if firsts:
+                    row["first_s"] = statistics.median(firsts)
+                if laters:
+                    row["later_s"] = statistics.median(laters)
             else:
                 row["error"] = runs[-1].get("error", "failed") if runs else "not run"
             rows.append(row)
@@ -125,7 +131,37 @@ def scenario_table(sc: Scenario, rows: list[dict[str, Any]]) -> str:
             f"| {_x(r.get('x_raw'))} | {cpu} | {r['cpu_pct']:.0f} | {r['rss_mib']:.0f} "
             f"| {conns} | {r['ok']}/{r['runs']} | {100 * r['spread']:.0f}% |"
         )
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + _per_download(rows)
+
+
+def _per_download(rows: list[dict[str, Any]]) -> str:
+    """For downloads: mean time per download, each slot's first apart from
+    the rest (over HTTP/1.1 the first is its connection's first large body:
+    TCP windows and receive buffers still small), so a cold-start cost
+    shows apart from the steady rate. Medians over the repeats."""
+    timed = [r for r in rows if "first_s" in r]
+    if not timed:
+        return ""
+    out = ["", "Per download, mean over the run (median over the repeats): the first "
+           "of each of the in-flight slots (over HTTP/1.1, its connection's first "
+           "large body), the later ones, and each ÷ raw-protocol's on the same "
+           "loop (above 1: slower).", "",
+           "| client | loop | first ms | later ms | first ÷ raw-protocol "
+           "| later ÷ raw-protocol |", "|---|---|---:|---:|---:|---:|"]
+    for r in timed:
+        base = next((b for b in timed if b["role"] == "raw-protocol"
+                     and b["loop"] == r["loop"]), None)
+        later = r.get("later_s")
+
+        def vs(key: str, value: float | None, base: dict[str, Any] | None = base) -> str:
+            ref = base.get(key) if base is not None else None
+            return _x(value / ref) if value is not None and ref else "—"
+
+        name = f"**{r['client']}**" if r["role"] == "ours" else r["client"]
+        out.append(f"| {name} | {r['loop']} | {r['first_s'] * 1e3:.1f} "
+                   f"| {'—' if later is None else f'{later * 1e3:.1f}'} "
+                   f"| {vs('first_s', r['first_s'])} | {vs('later_s', later)} |")
+    return "\n".join(out) + "\n"
 
 
 def headline(summary: dict[str, list[dict[str, Any]]]) -> str:

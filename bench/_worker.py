@@ -339,12 +339,21 @@ async def run_download(d: Driver, cfg: dict[str, Any]) -> dict[str, Any]:
     await asyncio.gather(*(d.download(warm) for _ in range(cfg["inflight"])))
     remaining = cfg["count"]
     total = 0
+    # Seconds per download: each slot's first (over HTTP/1.1 its connection's
+    # first large body: TCP windows and receive buffers still small) apart
+    # from the rest.
+    first: list[float] = []
+    later: list[float] = []
 
     async def one() -> None:
         nonlocal remaining, total
+        took = first
         while remaining > 0:
             remaining -= 1
+            start = time.perf_counter()
             got = await d.download(cfg["url"])
+            took.append(time.perf_counter() - start)
+            took = later
             if got != cfg["size"]:
                 raise RuntimeError(f"downloaded {got} bytes, expected {cfg['size']}")
             total += got
@@ -352,7 +361,9 @@ async def run_download(d: Driver, cfg: dict[str, Any]) -> dict[str, Any]:
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(one() for _ in range(cfg["inflight"])))
     cpu1, t1 = cpu_seconds(), time.perf_counter()
-    return {"ops": cfg["count"], "bytes": total, "elapsed": t1 - t0, "cpu": cpu1 - cpu0}
+    return {"ops": cfg["count"], "bytes": total, "elapsed": t1 - t0, "cpu": cpu1 - cpu0,
+            "first_s": sum(first) / len(first),
+            "later_s": sum(later) / len(later) if later else None}
 
 
 async def run_upload(d: Driver, cfg: dict[str, Any]) -> dict[str, Any]:
