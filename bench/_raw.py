@@ -11,6 +11,13 @@ Two front-ends share the counting:
 - ``raw-protocol``: a plain `asyncio.Protocol`, the issue's "minimal raw
   asyncio.Protocol client". The loop hands it a new `bytes` per read, as it
   does for aiohttp: an allocation per read and, on uvloop, a copy.
+- ``raw-pull``: the least a client whose caller pulls the body must do.
+  Both front-ends above count a body inside the loop's read callback, so no
+  task runs until the response is complete. A client with an async-iterator
+  body (`aiter_raw()`, `iter_any()`) cannot: each read wakes the caller's
+  task, which takes the bytes buffered so far. Here the socket is read into
+  one reused buffer and the requesting task takes everything buffered as
+  one `bytes` per wake-up (one copy, one future per wait), and nothing else.
 
 The HTTP/2 scenarios get the same two front-ends from `_raw_h2.py`.
 """
@@ -32,6 +39,7 @@ class _Counting(asyncio.BaseProtocol):
         self.head = bytearray()
         self.need = -1  # body bytes still expected; -1 while reading the head
         self.got = 0
+        self.length = 0  # the Content-Length of the response being read
         self.waiter: asyncio.Future[int] | None = None
         self.writable: asyncio.Future[None] | None = None
         self.lost: BaseException | None = None
@@ -40,22 +48,31 @@ class _Counting(asyncio.BaseProtocol):
         # uvloop's transports are not asyncio.Transport subclasses.
         self.transport = cast(asyncio.Transport, transport)
 
+    def take_head(self, data: bytes | memoryview) -> int | None:
+        """Add `data` to the response head; once the head is complete, the
+        body length (the head's Content-Length) and how many bytes of `data`
+        came after the head, else None. -1: no Content-Length."""
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.head[:end]).lower()
+        extra = len(self.head) - end - 4
+        self.head.clear()
+        idx = head.find(b"\r\ncontent-length:")
+        if idx < 0:
+            self._done(ValueError("raw client needs Content-Length"))
+            return -1
+        line_end = head.find(b"\r\n", idx + 2)
+        self.length = int(head[idx + 17:line_end if line_end > 0 else len(head)])
+        return extra
+
     def received(self, data: bytes | memoryview, nbytes: int) -> None:
         if self.need < 0:
-            self.head += data[:nbytes]
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
+            extra = self.take_head(data[:nbytes])
+            if extra is None or extra < 0:
                 return
-            head = bytes(self.head[:end]).lower()
-            extra = len(self.head) - end - 4
-            self.head.clear()
-            idx = head.find(b"\r\ncontent-length:")
-            if idx < 0:
-                self._done(ValueError("raw client needs Content-Length"))
-                return
-            line_end = head.find(b"\r\n", idx + 2)
-            value = head[idx + 17:line_end if line_end > 0 else len(head)]
-            self.need = int(value) - extra
+            self.need = self.length - extra
             self.got = extra
         else:
             self.need -= nbytes
@@ -129,11 +146,98 @@ class _PlainConn(_Counting, BytesPerRead):
     pass
 
 
+class _PullConn(_Counting, asyncio.BufferedProtocol):
+    """raw-pull: reads go into one reused 1 MiB buffer (raw's size, and the
+    most unread body hyperhttp holds); the requesting task takes the body
+    from it, everything buffered at once, as one `bytes` per wake-up.
+    Reading pauses while less than 64 KiB of the buffer is free."""
+
+    SIZE = 1024 * 1024
+    MIN_FREE = 64 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf = bytearray(self.SIZE)
+        self.view = memoryview(self.buf)
+        self.start = 0  # unread body bytes are buf[start:end]
+        self.end = 0
+        self.in_body = False
+        self.wake: asyncio.Future[None] | None = None
+        self.paused = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.SIZE - self.end < self.MIN_FREE:  # move the unread bytes to the front
+            unread = self.end - self.start
+            self.buf[:unread] = self.view[self.start:self.end]
+            self.start, self.end = 0, unread
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.in_body:
+            self.end += nbytes
+        else:
+            extra = self.take_head(self.view[self.end:self.end + nbytes])
+            if extra is None:
+                return
+            if extra < 0:  # no Content-Length: take_head failed the exchange
+                self._wake()
+                return
+            self.in_body = True
+            self.start = self.end + nbytes - extra
+            self.end += nbytes
+        if self.SIZE - (self.end - self.start) < self.MIN_FREE and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        wake, self.wake = self.wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._wake()
+
+    async def roundtrip(self, request: bytes) -> int:
+        if self.lost is not None or self.transport is None:
+            raise ConnectionResetError("connection closed")
+        loop = asyncio.get_running_loop()
+        # Fails (only) with what ends the exchange: a head without
+        # Content-Length, or the connection lost.
+        failed = self.waiter = loop.create_future()
+        self.in_body = False
+        self.transport.write(request)
+        got = 0
+        while True:
+            if self.in_body:
+                if self.end > self.start:
+                    chunk = self.view[self.start:self.end].tobytes()  # what the caller gets
+                    self.start = self.end = 0
+                    if self.paused and self.transport is not None:
+                        self.paused = False
+                        self.transport.resume_reading()
+                    got += len(chunk)
+                    del chunk
+                if got >= self.length:
+                    if got > self.length:
+                        raise ValueError("raw client: bytes past the response body")
+                    self.in_body = False
+                    self.waiter = None
+                    return got
+            if failed.done():
+                failed.result()  # raises
+            self.wake = loop.create_future()
+            await self.wake
+
+
 class RawClient:
     """A tiny pool of connections to one host; same driver shape as the others."""
 
-    def __init__(self, url: str, *, plain: bool = False) -> None:
-        self.protocol: type[_Counting] = _PlainConn if plain else _Conn
+    def __init__(self, url: str, *, plain: bool = False, pull: bool = False) -> None:
+        self.protocol: type[_Counting] = _PullConn if pull else _PlainConn if plain else _Conn
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise ValueError("the raw client speaks cleartext HTTP/1.1 only")

@@ -99,7 +99,7 @@ class ClientSpec:
     protos: frozenset[str]
     kinds: frozenset[str] = field(default=frozenset({"tiny", "download", "upload", "fleet"}))
     external: bool = False  # a native load generator, not a Python subprocess
-    role: str = "peer"  # "ours" | "peer" | "raw" | "raw-protocol" | "ceiling"
+    role: str = "peer"  # "ours" | "peer" | "raw" | "raw-protocol" | "raw-pull" | "ceiling"
 
 
 CLIENTS: tuple[ClientSpec, ...] = (
@@ -112,6 +112,8 @@ CLIENTS: tuple[ClientSpec, ...] = (
                role="raw"),
     ClientSpec("raw-protocol", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download"}),
                role="raw-protocol"),
+    ClientSpec("raw-pull", frozenset({"h1"}), kinds=frozenset({"tiny", "download"}),
+               role="raw-pull"),
     ClientSpec("wrk", frozenset({"h1"}), kinds=frozenset({"tiny"}), external=True,
                role="ceiling"),
     ClientSpec("h2load", frozenset({"h1", "h2"}), kinds=frozenset({"tiny", "download", "upload"}),

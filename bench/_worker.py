@@ -252,6 +252,7 @@ class NiquestsDriver(Driver):
 
 class RawDriver(Driver):
     plain = False  # raw-protocol: a plain asyncio.Protocol, bytes per read
+    pull = False  # raw-pull: the requesting task takes the body (HTTP/1.1 only)
 
     async def open(self, cfg: dict[str, Any]) -> None:
         if cfg["proto"] == "h2":
@@ -264,7 +265,7 @@ class RawDriver(Driver):
         import _raw
 
         self.module = _raw
-        self.client = RawClient(cfg["url"], plain=self.plain)
+        self.client = RawClient(cfg["url"], plain=self.plain, pull=self.pull)
         self.seen = "HTTP/1.1"
 
     async def get(self, url: str) -> int:
@@ -284,6 +285,10 @@ class RawProtocolDriver(RawDriver):
     plain = True
 
 
+class RawPullDriver(RawDriver):
+    pull = True
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "hyperhttp": HyperDriver,
     "hyperhttp-2.1.0": HyperDriver,
@@ -292,6 +297,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "niquests": NiquestsDriver,
     "raw": RawDriver,
     "raw-protocol": RawProtocolDriver,
+    "raw-pull": RawPullDriver,
 }
 
 

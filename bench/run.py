@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_sc = SCENARIO_BY_NAME["h1-tiny-1"]
         probes = {c: h.worker(c, "asyncio", probe_sc, kind="probe")
                   for c in clients
-                  if CLIENT_BY_NAME[c].role not in ("ceiling", "raw", "raw-protocol")}
+                  if CLIENT_BY_NAME[c].role not in ("ceiling", "raw", "raw-protocol", "raw-pull")}
         for name, info in probes.items():
             print(f"   {name}: {info.get('version')} {info.get('module_file') or info.get('error')}")
         records = run_matrix(h, scenarios, clients, loops, args.repeats)
