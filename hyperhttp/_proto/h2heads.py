@@ -14,8 +14,9 @@ of one of our streams, and does to h2's state what h2 would:
 2. It decodes the block with h2's own `_decode_headers`, on h2's decoder,
    so the HPACK dynamic table stays exactly h2's; a block h2 cannot decode
    fails with h2's exception after h2's GOAWAY is queued, as in h2.
-3. A 1xx head goes through h2's own stream code unchanged (its events carry
-   nothing the driver files). A final head makes h2's transitions in h2's
+3. A 1xx head goes through h2's own stream code unchanged; only its
+   status goes back to the driver (which refuses a 101, see
+   h2events.py). A final head makes h2's transitions in h2's
    order: head received (the stream's state does not change; the
    connection's cannot, h2's tables say so and are checked at import), the
    END_STREAM through h2's state machine, h2's Content-Length rule, then
@@ -35,7 +36,7 @@ Nothing here touches a socket or the event loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import h2.connection
 import h2.exceptions
@@ -53,6 +54,15 @@ _RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 _RESPONSE_HEAD = h2.utilities.HeaderValidationFlags(
     is_client=True, is_trailer=False, is_response_header=True, is_push_promise=False
 )
+
+
+def status_of(headers: Any) -> bytes:
+    """The :status of a decoded head (h2 checked there is exactly one, and
+    that it comes first), as bytes whatever h2's header encoding."""
+    for name, value in headers:
+        if name in (b":status", ":status"):
+            return value if isinstance(value, bytes) else value.encode("ascii")
+    return b""
 
 
 def _has_fast_head_internals() -> bool:
@@ -87,12 +97,12 @@ FAST_HEAD = _has_fast_head_internals()
 
 def receive_headers_fast(
     conn: h2.connection.H2Connection, stream_id: int, block: bytes, end_stream: bool
-) -> list[tuple[bytes, bytes]] | bool:
+) -> list[tuple[bytes, bytes]] | bytes | Literal[False]:
     """Take the header block of a complete, unpadded HEADERS frame without
     priority data, as h2's `receive_data` would.
 
-    False: declined, nothing changed, h2 must see the frame. True: taken, a
-    1xx head (nothing to file). A list: taken, the response head's fields,
+    False: declined, nothing changed, h2 must see the frame. Bytes: taken,
+    a 1xx head, and this is its :status. A list: taken, the response head's fields,
     checked as h2 checks them (and the stream ended if `end_stream`).
     Raises h2's ProtocolError (its GOAWAY queued) where h2 would.
     """
@@ -114,7 +124,7 @@ def receive_headers_fast(
         headers: Any = h2.connection._decode_headers(conn.decoder, block)
         if h2.utilities.is_informational_response(headers):
             stream.receive_headers(headers, end_stream, None)
-            return True
+            return status_of(headers)
         machine.headers_received = True  # h2's response_received, minus its event
         if end_stream:
             machine.process_input(_RECV_END_STREAM)

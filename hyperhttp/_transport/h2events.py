@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 
+from .._proto.h2heads import status_of
 from .._proto.http2 import error_name, remote_stream_limit
 from .h2ping import IdlePinger
 from .h2streams import Stream, wake
@@ -78,9 +81,27 @@ class H2Events:
                 notify = True
             elif isinstance(event, ev.PingAckReceived):
                 self._pinger.acked(event.ping_data)
-            # Server PINGs are answered by h2; informational responses, priority,
-            # ALTSVC and unknown frames need nothing from us.
+            elif (
+                isinstance(event, ev.InformationalResponseReceived)
+                and status_of(event.headers) == b"101"
+            ):
+                self._refuse_switching(event.stream_id)
+            # Server PINGs are answered by h2; other informational responses,
+            # priority, ALTSVC and unknown frames need nothing from us.
         return notify
+
+    def _refuse_switching(self, stream_id: int) -> None:
+        """A 101 (Switching Protocols) answered one of our streams. HTTP/2
+        has no protocol switch (RFC 9113, section 8.6), and h2 takes it as
+        any 1xx; the response is malformed: reset the stream with
+        PROTOCOL_ERROR and fail its request. Other streams go on."""
+        try:
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        except h2.exceptions.H2Error:
+            pass  # h2 considers the stream closed already
+        st = self._streams.get(stream_id)
+        if st is not None:
+            st.refuse_switching_protocols(self.peer)
 
     def _window_opened(self, stream_id: int | None) -> None:
         if not self._blocked:

@@ -265,6 +265,18 @@ class Stream:
             )
         wake(self.waiter)
 
+    def refuse_switching_protocols(self, peer: str) -> None:
+        """The server answered with 101 Switching Protocols, which HTTP/2
+        does not have (RFC 9113, section 8.6); the connection reset the
+        stream."""
+        self.local_closed = self.remote_closed = True
+        self.error = RemoteProtocolError(
+            f"{peer} answered stream {self.id} with 101 (Switching Protocols), which "
+            "HTTP/2 does not allow (RFC 9113, section 8.6): malformed response; "
+            "stream reset with PROTOCOL_ERROR"
+        )
+        wake(self.waiter)
+
     def not_processed(self, why: str) -> None:
         """The server said it will not process this stream (GOAWAY)."""
         self.error = RequestNotProcessed(f"{why} before processing stream {self.id}")

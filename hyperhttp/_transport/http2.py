@@ -465,10 +465,13 @@ class HTTP2Connection(H2Events):
         fields = receive_headers_fast(self._h2, stream_id, block, end_stream)
         if fields is False:
             return False
-        if fields is not True:  # True: a 1xx head, which h2's path files nowhere either
-            st.receive_head(fields)
-            if end_stream:
-                st.receive_end(self.peer)
+        if isinstance(fields, bytes):  # a 1xx head: only a 101 needs anything
+            if fields == b"101":
+                self._refuse_switching(stream_id)
+            return True
+        st.receive_head(fields)
+        if end_stream:
+            st.receive_end(self.peer)
         return True
 
     # --- closing ---------------------------------------------------------------

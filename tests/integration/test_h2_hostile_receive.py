@@ -12,7 +12,10 @@ write hand-built frames:
   head itself, or trailers): malformed, never accepted (RFC 9113 8.1.1),
   failing that stream only;
 - padding-only DATA frames: padding counts against flow control (RFC 9113
-  6.1) and must be credited back, or the windows run dry.
+  6.1) and must be credited back, or the windows run dry;
+- a 101 (Switching Protocols), which HTTP/2 does not have (RFC 9113 8.6)
+  and h2 passes on as any 1xx: that stream fails and is reset with
+  PROTOCOL_ERROR, the others go on.
 
 The connection is built directly (as in test_h2_negative_window.py);
 `Heartbeat` fails a test whose loop freezes.
@@ -21,6 +24,7 @@ The connection is built directly (as in test_h2_negative_window.py);
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -46,7 +50,7 @@ pytestmark = pytest.mark.timeout(30)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 END_STREAM, ACK, END_HEADERS, PADDED = 0x1, 0x1, 0x4, 0x8
-ENHANCE_YOUR_CALM = 0xB
+PROTOCOL_ERROR, ENHANCE_YOUR_CALM = 0x1, 0xB
 STREAM_WINDOW = 4 * 1024 * 1024  # the client's receive window per stream
 MiB = 1024 * 1024
 
@@ -384,6 +388,69 @@ async def test_body_shorter_than_content_length_fails_only_its_stream(
     assert isinstance(fine, Response), repr(fine)
     assert fine.content == b"0123456789"
     assert fine.trailers is not None and fine.trailers["x-checksum"] == "2"
+    assert not server.handler_errors
+
+
+# --- 101 Switching Protocols -------------------------------------------------------
+@dataclass
+class Switcher:
+    """`RawServer` handler: two requests; /switch is answered with a 101
+    (HTTP/2 has no protocol switch, RFC 9113 8.6), then a 200 and a body on
+    the same stream, as a confused server might; /fine with a plain 200.
+    Records the RST_STREAM codes the client sends, by stream."""
+
+    resets: dict[int, list[int]] = field(default_factory=dict)
+    switch: int = 0  # the stream answered with the 101
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = Peer(reader, writer)
+        await peer.handshake()
+        heads = await peer.requests(2)
+        by_path = {head[":path"]: sid for sid, head in heads.items()}
+        switch, fine = by_path["/switch"], by_path["/fine"]
+        self.switch = switch
+        writer.write(
+            peer.head(switch, [(":status", "101")])
+            + peer.head(switch, [(":status", "200")])
+            + frame(DATA, END_STREAM, switch, b"switched")
+            + peer.head(fine, [(":status", "200")])
+            + frame(DATA, END_STREAM, fine, b"fine")
+        )
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                kind, _, sid, payload = await peer.frame()
+                if kind == RST_STREAM:
+                    self.resets.setdefault(sid, []).append(int.from_bytes(payload, "big"))
+
+
+@pytest.mark.parametrize("fast_headers", [True, False], ids=["fast_headers", "h2_headers"])
+async def test_a_101_on_http2_fails_its_stream_and_resets_it(
+    certs: TestCerts, raw_server: RawServerFactory, fast_headers: bool
+) -> None:
+    switcher = Switcher()
+    server = raw_server(switcher, tls=True, alpn=("h2",))
+    conn = await dial(certs, server.port, fast_headers=fast_headers)
+    try:
+        async with Heartbeat(), asyncio.timeout(5):
+            switched, fine = await asyncio.gather(
+                fetch(conn, server.url + "/switch", "GET"),
+                fetch(conn, server.url + "/fine", "GET"),
+            )
+            assert not conn.is_closed(), "a 101 on one stream must not end the connection"
+            # The reset reaches the server while the connection stays open.
+            while not switcher.resets:
+                await asyncio.sleep(0.01)
+    finally:
+        conn.close()
+    assert isinstance(switched, hyperhttp.RemoteProtocolError), repr(switched)
+    message = str(switched)
+    assert "101 (Switching Protocols)" in message and conn.peer in message, message
+    assert "RFC 9113" in message
+    assert isinstance(fine, Response) and fine.content == b"fine", repr(fine)
+    # PROTOCOL_ERROR first; h2 may then answer the frames that follow on
+    # the reset stream with STREAM_CLOSED. The other stream is never reset.
+    assert list(switcher.resets) == [switcher.switch], switcher.resets
+    assert switcher.resets[switcher.switch][0] == PROTOCOL_ERROR, switcher.resets
     assert not server.handler_errors
 
 

@@ -85,7 +85,7 @@ def _receive(h2c: Any, wire: bytes, *, fast: bool) -> Any:
             sid = int.from_bytes(wire[5:9], "big") & 0x7FFFFFFF
             end = bool(wire[4] & 0x1)
             got = receive_headers_fast(h2c, sid, wire[9:], end)
-            if got is True:
+            if isinstance(got, bytes):
                 return [("1xx", sid)]
             if got is not False:
                 return [("head", sid, got), *([("end", sid)] if end else [])]
@@ -170,6 +170,26 @@ def test_fast_path_is_taken_for_a_plain_head_and_declines_the_rest() -> None:
     _, other = _pair()
     other.close_connection()
     assert receive_headers_fast(other, 1, block, False) is False
+
+
+def test_a_1xx_head_is_taken_as_h2_takes_it_and_its_status_returned() -> None:
+    # The driver refuses a 101 (HTTP/2 has none, RFC 9113 8.6) and passes
+    # over the others: the fast path says which it was, and leaves h2 where
+    # h2's own path would, the final head still to come.
+    slow, fast = _pair()
+    encoder_fast, encoder_slow = hpack.Encoder(), hpack.Encoder()
+    for status in ("103", "101"):
+        fields = [(":status", status)]
+        assert receive_headers_fast(fast, 1, encoder_fast.encode(fields), False) == (
+            status.encode()
+        )
+        events = slow.receive_data(raw_frame(1, 0x4, 1, encoder_slow.encode(fields)))
+        assert [type(e).__name__ for e in events] == ["InformationalResponseReceived"]
+        assert _picture(fast) == _picture(slow)
+    final = [(":status", "200")]
+    assert receive_headers_fast(fast, 1, encoder_fast.encode(final), True) == [
+        (b":status", b"200")
+    ]
 
 
 def test_a_refused_head_queues_h2s_goaway() -> None:
