@@ -4,7 +4,7 @@ pipelining), Content-Length responses only, bodies counted and dropped, no
 header parsing beyond the status and Content-Length. Anything a real client
 does beyond this is overhead the ratios to "raw" make visible.
 
-Two front-ends share the counting:
+Three front-ends share the head parsing (the first two share the counting too):
 
 - ``raw``: `asyncio.BufferedProtocol` reading into one preallocated buffer.
   No allocation and no copy per read: the kernel's own copy is the only one.
@@ -19,7 +19,7 @@ Two front-ends share the counting:
   one reused buffer and the requesting task takes everything buffered as
   one `bytes` per wake-up (one copy, one future per wait), and nothing else.
 
-The HTTP/2 scenarios get the same two front-ends from `_raw_h2.py`.
+The HTTP/2 scenarios get the first two front-ends from `_raw_h2.py`.
 """
 
 from __future__ import annotations
