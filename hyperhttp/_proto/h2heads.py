@@ -57,12 +57,9 @@ _RESPONSE_HEAD = h2.utilities.HeaderValidationFlags(
 
 
 def status_of(headers: Any) -> bytes:
-    """The :status of a decoded head (h2 checked there is exactly one, and
-    that it comes first), as bytes whatever h2's header encoding."""
-    for name, value in headers:
-        if name in (b":status", ":status"):
-            return value if isinstance(value, bytes) else value.encode("ascii")
-    return b""
+    """The :status of a head h2 decoded and checked (exactly one; our
+    connections decode fields as bytes, header_encoding None)."""
+    return next((value for name, value in headers if name == b":status"), b"")
 
 
 def _has_fast_head_internals() -> bool:

@@ -95,13 +95,17 @@ class H2Events:
         has no protocol switch (RFC 9113, section 8.6), and h2 takes it as
         any 1xx; the response is malformed: reset the stream with
         PROTOCOL_ERROR and fail its request. Other streams go on."""
+        code = h2.errors.ErrorCodes.PROTOCOL_ERROR
         try:
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._h2.reset_stream(stream_id, code)
         except h2.exceptions.H2Error:
             pass  # h2 considers the stream closed already
         st = self._streams.get(stream_id)
         if st is not None:
-            st.refuse_switching_protocols(self.peer)
+            st.receive_reset(
+                int(code), remote=False, peer=self.peer,
+                why="101 (Switching Protocols): HTTP/2 has no protocol switch, RFC 9113 section 8.6",
+            )
 
     def _window_opened(self, stream_id: int | None) -> None:
         if not self._blocked:

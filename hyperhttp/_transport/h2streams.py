@@ -245,9 +245,9 @@ class Stream:
                     )
                 return
 
-    def receive_reset(self, code: int, *, remote: bool, peer: str) -> None:
-        """The stream was reset, by the server (`remote`) or by h2 because
-        the server broke a rule on it."""
+    def receive_reset(self, code: int, *, remote: bool, peer: str, why: str = "") -> None:
+        """The stream was reset, by the server (`remote`) or by us (h2, or
+        the driver) because the server broke a rule on it; `why`: which."""
         complete = self.is_complete()
         self.local_closed = self.remote_closed = True
         if complete:
@@ -256,25 +256,13 @@ class Stream:
             self.error = RequestNotProcessed(f"{peer} refused stream {self.id} (REFUSED_STREAM)")
         elif not remote:
             self.error = RemoteProtocolError(
-                f"{peer} sent an invalid response on stream {self.id}; "
-                f"reset with {error_name(code)}"
+                f"{peer} sent an invalid response on stream {self.id}"
+                f"{f' ({why})' if why else ''}; reset with {error_name(code)}"
             )
         else:
             self.error = StreamReset(
                 f"{peer} reset stream {self.id} with {error_name(code)}", error_code=code
             )
-        wake(self.waiter)
-
-    def refuse_switching_protocols(self, peer: str) -> None:
-        """The server answered with 101 Switching Protocols, which HTTP/2
-        does not have (RFC 9113, section 8.6); the connection reset the
-        stream."""
-        self.local_closed = self.remote_closed = True
-        self.error = RemoteProtocolError(
-            f"{peer} answered stream {self.id} with 101 (Switching Protocols), which "
-            "HTTP/2 does not allow (RFC 9113, section 8.6): malformed response; "
-            "stream reset with PROTOCOL_ERROR"
-        )
         wake(self.waiter)
 
     def not_processed(self, why: str) -> None:
