@@ -230,7 +230,7 @@ def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> 
                  "asyncio.Protocol (a new bytes object per read, as aiohttp gets). Both "
                  "count a body inside the loop's read callback; raw-pull (HTTP/1.1) is raw "
                  "with a task that pulls the body, as every client's caller does: each read "
-                 "wakes it and it takes all that is buffered as one bytes. The headline "
+                 "wakes it and it takes all that is buffered, in bytes of at most 64 KiB. The headline "
                  "gives ours ÷ each. "
                  "CPU/req: client process CPU (user+system) in the measured window ÷ "
                  "requests; ¹ = whole run of a native tool, warm-up included. Server conns: "
