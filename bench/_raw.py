@@ -21,7 +21,7 @@ Three front-ends share the head parsing (the first two share the counting too):
   wait), and nothing else. Pieces stay below glibc's 128 KiB mmap
   threshold: taking all that is buffered as one `bytes` made every
   wake-up after a large read map, fault in and unmap fresh memory, and
-  its first downloads about 1.7x slower.
+  its first downloads 1.7-2x slower.
 
 The HTTP/2 scenarios get the first two front-ends from `_raw_h2.py`.
 """
