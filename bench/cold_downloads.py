@@ -101,10 +101,13 @@ def run_client(client: str, nginx: Nginx, args: argparse.Namespace) -> dict[str,
     # As in run.py: the PyPI package's directory first, so `import hyperhttp`
     # finds 2.1.0 there.
     env = dict(os.environ, PYTHONPATH=str(PEER_DIR if client == "hyperhttp-2.1.0" else HERE.parent))
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(cfg)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(cfg)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "no result within 300 s"}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             result: dict[str, Any] = json.loads(line[7:])
