@@ -224,7 +224,6 @@ class _PullConn(_Counting, asyncio.BufferedProtocol):
                     self.start = cut
                     got += len(chunk)
                     del chunk
-                self.start = self.end = 0
                 if self.paused and self.transport is not None:
                     self.paused = False
                     self.transport.resume_reading()

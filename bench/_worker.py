@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _raw import RawClient
+from _scenarios import MEDIUM_PATH
 
 Get = Callable[[str], Awaitable[int]]
 
@@ -338,10 +339,15 @@ async def run_tiny(d: Driver, cfg: dict[str, Any]) -> dict[str, Any]:
     return {"ops": c1 - c0, "bytes": b1 - b0, "elapsed": t1 - t0, "cpu": cpu1 - cpu0}
 
 
+def warm_url(url: str) -> str:
+    """The 100 KiB file next to `url`, for a download slot's warm-up."""
+    return url.rsplit("/", 1)[0] + MEDIUM_PATH
+
+
 async def run_download(d: Driver, cfg: dict[str, Any]) -> dict[str, Any]:
     """Warm up with one 100 KiB download per slot, then `count` downloads of
     the large file, `inflight` at a time."""
-    warm = cfg["url"].rsplit("/", 1)[0] + "/100k.bin"
+    warm = warm_url(cfg["url"])
     await asyncio.gather(*(d.download(warm) for _ in range(cfg["inflight"])))
     remaining = cfg["count"]
     total = 0

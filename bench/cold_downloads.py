@@ -70,7 +70,7 @@ async def rounds(cfg: dict[str, Any]) -> dict[str, Any]:
     """The child: `cfg["rounds"]` rounds, each on a fresh client."""
     if cfg["rcvlowat"] and cfg["client"] == "hyperhttp":
         _raise_receive_buffer_at_connect(cfg["rcvlowat"])
-    warm = cfg["url"].rsplit("/", 1)[0] + "/100k.bin"
+    warm = _worker.warm_url(cfg["url"])
     walls: list[float] = []
     cpus: list[float] = []
     faults: list[int] = []
