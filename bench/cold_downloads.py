@@ -1,7 +1,7 @@
 """Cold-start downloads: rounds of first downloads on fresh connections.
 
     python bench/cold_downloads.py [--clients hyperhttp,raw-pull,raw] [--rounds 15]
-                                   [--loop uvloop|asyncio] [--rcvlowat BYTES]
+                                   [--loop uvloop|asyncio] [--rcvbuf-start BYTES]
 
 Each client runs in a fresh process pinned to one CPU, nginx on the other.
 A round opens a fresh client (so fresh connections), warms each of its 4
@@ -13,10 +13,11 @@ faults column); the later rounds show what a long-running process pays for
 a new connection. Printed per client: round 0, the median of the later
 rounds, CPU time and minor page faults for each.
 
-`--rcvlowat BYTES` is an experiment, not a hyperhttp option: in hyperhttp's
-process only, it sets SO_RCVLOWAT to BYTES and back to 1 on every new
-socket. Linux then starts that socket's receive buffer at about twice
-BYTES. bench/RESULTS.md weighs this against its kernel-memory cost.
+On Linux hyperhttp starts each new socket's receive buffer at 256 KiB
+(`_RECEIVE_BUFFER_START` in hyperhttp/_transport/dial.py, which says why).
+`--rcvbuf-start BYTES` is an experiment, not a hyperhttp option: in
+hyperhttp's process only, it sets that start to BYTES, and 0 leaves the
+kernel's default, as before the change.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,26 +50,20 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _raise_receive_buffer_at_connect(nbytes: int) -> None:
-    """The experiment: SO_RCVLOWAT up and back down on each new socket."""
-    from hyperhttp._backends.stream import SocketStream
+def _set_receive_buffer_start(nbytes: int) -> None:
+    """The experiment: another start for hyperhttp's receive buffers (0: the kernel's)."""
+    from hyperhttp._transport import dial
 
-    made = SocketStream.connection_made
-
-    def connection_made(self: SocketStream, transport: asyncio.BaseTransport) -> None:
-        made(self, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-
-    SocketStream.connection_made = connection_made  # type: ignore[method-assign]
+    if nbytes:
+        dial._RECEIVE_BUFFER_START = nbytes
+    else:
+        dial._SETS_RECEIVE_BUFFER = False
 
 
 async def rounds(cfg: dict[str, Any]) -> dict[str, Any]:
     """The child: `cfg["rounds"]` rounds, each on a fresh client."""
-    if cfg["rcvlowat"] and cfg["client"] == "hyperhttp":
-        _raise_receive_buffer_at_connect(cfg["rcvlowat"])
+    if cfg["rcvbuf_start"] is not None and cfg["client"] == "hyperhttp":
+        _set_receive_buffer_start(cfg["rcvbuf_start"])
     warm = _worker.warm_url(cfg["url"])
     walls: list[float] = []
     cpus: list[float] = []
@@ -96,7 +90,7 @@ def run_client(client: str, nginx: Nginx, args: argparse.Namespace) -> dict[str,
     cfg = {
         "client": client, "loop": args.loop, "proto": "h1", "inflight": SLOTS,
         "url": f"http://127.0.0.1:{nginx.h1_port}/10m.bin", "ca": nginx.ca_path,
-        "rounds": args.rounds, "rcvlowat": args.rcvlowat, "cpu": 1 if args.pin else None,
+        "rounds": args.rounds, "rcvbuf_start": args.rcvbuf_start, "cpu": 1 if args.pin else None,
     }
     # As in run.py: the PyPI package's directory first, so `import hyperhttp`
     # finds 2.1.0 there.
@@ -123,8 +117,8 @@ def main() -> None:
     parser.add_argument("--clients", default="hyperhttp,raw-pull,raw")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--rcvlowat", type=int, default=0, metavar="BYTES",
-                        help="experiment: SO_RCVLOWAT up to BYTES and back at connect (hyperhttp only)")
+    parser.add_argument("--rcvbuf-start", type=int, default=None, metavar="BYTES",
+                        help="experiment: start hyperhttp's receive buffers at BYTES (0: the kernel's default)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin nginx and the clients to separate CPUs")
     args = parser.parse_args()
@@ -141,7 +135,10 @@ def main() -> None:
         nginx.start()
         try:
             print(f"{SLOTS} first downloads of 10 MiB per round, HTTP/1.1, {args.loop}, "
-                  f"{args.rounds} rounds" + (f", SO_RCVLOWAT {args.rcvlowat}" if args.rcvlowat else ""))
+                  f"{args.rounds} rounds" + (
+                      "" if args.rcvbuf_start is None
+                      else f", hyperhttp's receive buffers start at {args.rcvbuf_start or 'the kernel default'}"
+                  ))
             print(f"{'client':16s} {'round 0 ms':>10s} {'cpu':>6s} {'faults':>7s}   "
                   f"{'later ms':>9s} {'cpu':>6s} {'faults':>7s}")
             for client in clients:

@@ -18,6 +18,7 @@ import asyncio
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -25,6 +26,7 @@ from typing import Any, cast
 import pytest
 
 from hyperhttp._exceptions import ConnectError, ConnectTimeout, DNSError
+from hyperhttp._transport import dial as dial_module
 from hyperhttp._transport.dial import connect_happy_eyeballs, open_connection
 from hyperhttp._transport.dns import Address, DNSCache
 from tests.support.certs import TestCerts
@@ -139,6 +141,88 @@ async def test_connects_to_ip_literal(loop_name: str, endpoints: Endpoints, fami
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         await close(transport, protocol)
+
+
+def _tcp_rmem() -> tuple[int, int, int]:
+    with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+        low, default, high = (int(x) for x in f.read().split())
+    return low, default, high
+
+
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+async def test_receive_buffer_starts_raised_and_reads_wake_for_one_byte(
+    loop_name: str, endpoints: Endpoints, family: int
+) -> None:
+    """On Linux, a new socket's receive buffer starts at least at
+    _RECEIVE_BUFFER_START (the kernel's default is tcp_rmem's middle value),
+    and the low mark used to get there is back at 1 byte: a reply of 2 bytes
+    wakes the reader."""
+    if not sys.platform.startswith("linux"):
+        assert not dial_module._SETS_RECEIVE_BUFFER
+        return
+    start = dial_module._RECEIVE_BUFFER_START
+    # The kernel takes at most half of tcp_rmem's largest value as a low mark.
+    want = min(start, _tcp_rmem()[2] // 2)
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.bind((_loopback(family), 0))
+        listener.listen(1)
+        host = "127.0.0.1" if family == V4 else "::1"
+        transport, protocol = await open_connection(
+            host, listener.getsockname()[1], _Reader,
+            dns=DNSCache(), ssl_context=None, connect_timeout=5.0,
+        )
+        try:
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= want
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+            server, _ = listener.accept()
+            with server:
+                server.sendall(b"ok")
+                assert await asyncio.wait_for(protocol.first_data, 5) == b"ok"
+        finally:
+            await close(transport, protocol)
+    finally:
+        listener.close()
+
+
+class _Reader(Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_data: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.first_data.done():
+            self.first_data.set_result(data)
+
+
+class _RefusingSocket:
+    """A socket whose SO_RCVLOWAT calls fail as told (a seccomp filter or a
+    kernel without the option); no real peer can produce this."""
+
+    def __init__(self, refuse_first: bool, refuse_reset: bool) -> None:
+        self.refuse = [refuse_first, refuse_reset]
+        self.lowat = 1
+
+    def setsockopt(self, level: int, name: int, value: int) -> None:
+        assert (level, name) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        if self.refuse.pop(0):
+            raise PermissionError(1, "Operation not permitted")
+        self.lowat = value
+
+
+def test_receive_buffer_left_alone_when_the_option_is_refused() -> None:
+    sock = _RefusingSocket(refuse_first=True, refuse_reset=False)
+    dial_module._start_receive_buffer(cast(socket.socket, sock))
+    assert sock.lowat == 1 and sock.refuse == [False]  # no reset attempted either
+
+
+def test_receive_buffer_reset_refused_fails_the_attempt() -> None:
+    """A low mark stuck at 256 KiB would make every read wait for that much:
+    the error comes out (the attempt then fails and closes the socket)."""
+    sock = _RefusingSocket(refuse_first=False, refuse_reset=True)
+    with pytest.raises(PermissionError):
+        dial_module._start_receive_buffer(cast(socket.socket, sock))
 
 
 async def test_bracketed_ipv6_literal(loop_name: str, endpoints: Endpoints) -> None:
