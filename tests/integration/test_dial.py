@@ -151,7 +151,7 @@ def _tcp_rmem() -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
 async def test_receive_buffer_starts_raised_and_reads_wake_for_one_byte(
-    loop_name: str, endpoints: Endpoints, family: int
+    loop_name: str, family: int
 ) -> None:
     """On Linux, a new socket's receive buffer starts at least at
     _RECEIVE_BUFFER_START (the kernel's default is tcp_rmem's middle value),
