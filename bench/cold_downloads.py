@@ -1,7 +1,7 @@
 """Cold-start downloads: rounds of first downloads on fresh connections.
 
     python bench/cold_downloads.py [--clients hyperhttp,raw-pull,raw] [--rounds 15]
-                                   [--loop uvloop|asyncio] [--rcvbuf-start BYTES]
+                                   [--loop uvloop|asyncio] [--rcvwin-start BYTES]
 
 Each client runs in a fresh process pinned to one CPU, nginx on the other.
 A round opens a fresh client (so fresh connections), warms each of its 4
@@ -13,11 +13,11 @@ faults column); the later rounds show what a long-running process pays for
 a new connection. Printed per client: round 0, the median of the later
 rounds, CPU time and minor page faults for each.
 
-On Linux hyperhttp starts each new socket's receive buffer at 256 KiB
-(`_RECEIVE_BUFFER_START` in hyperhttp/_transport/dial.py, which says why).
-`--rcvbuf-start BYTES` is an experiment, not a hyperhttp option: in
-hyperhttp's process only, it sets that start to BYTES, and 0 leaves the
-kernel's default, as before the change.
+On Linux hyperhttp sizes each new socket's receive buffer for a window of
+256 KiB from the start (`_RECEIVE_WINDOW_START` in
+hyperhttp/_transport/dial.py, which says why). `--rcvwin-start BYTES` is an
+experiment, not a hyperhttp option: in hyperhttp's process only, it sets
+that start to BYTES, and 0 leaves the kernel's default, as before the change.
 """
 
 from __future__ import annotations
@@ -50,20 +50,20 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _set_receive_buffer_start(nbytes: int) -> None:
-    """The experiment: another start for hyperhttp's receive buffers (0: the kernel's)."""
+def _set_receive_window_start(nbytes: int) -> None:
+    """The experiment: another start for hyperhttp's receive windows (0: the kernel's)."""
     from hyperhttp._transport import dial
 
     if nbytes:
-        dial._RECEIVE_BUFFER_START = nbytes
+        dial._RECEIVE_WINDOW_START = nbytes
     else:
-        dial._SETS_RECEIVE_BUFFER = False
+        dial._SETS_RECEIVE_WINDOW = False
 
 
 async def rounds(cfg: dict[str, Any]) -> dict[str, Any]:
     """The child: `cfg["rounds"]` rounds, each on a fresh client."""
-    if cfg["rcvbuf_start"] is not None and cfg["client"] == "hyperhttp":
-        _set_receive_buffer_start(cfg["rcvbuf_start"])
+    if cfg["rcvwin_start"] is not None and cfg["client"] == "hyperhttp":
+        _set_receive_window_start(cfg["rcvwin_start"])
     warm = _worker.warm_url(cfg["url"])
     walls: list[float] = []
     cpus: list[float] = []
@@ -90,7 +90,7 @@ def run_client(client: str, nginx: Nginx, args: argparse.Namespace) -> dict[str,
     cfg = {
         "client": client, "loop": args.loop, "proto": "h1", "inflight": SLOTS,
         "url": f"http://127.0.0.1:{nginx.h1_port}/10m.bin", "ca": nginx.ca_path,
-        "rounds": args.rounds, "rcvbuf_start": args.rcvbuf_start, "cpu": 1 if args.pin else None,
+        "rounds": args.rounds, "rcvwin_start": args.rcvwin_start, "cpu": 1 if args.pin else None,
     }
     # As in run.py: the PyPI package's directory first, so `import hyperhttp`
     # finds 2.1.0 there.
@@ -117,8 +117,8 @@ def main() -> None:
     parser.add_argument("--clients", default="hyperhttp,raw-pull,raw")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--rcvbuf-start", type=int, default=None, metavar="BYTES",
-                        help="experiment: start hyperhttp's receive buffers at BYTES (0: the kernel's default)")
+    parser.add_argument("--rcvwin-start", type=int, default=None, metavar="BYTES",
+                        help="experiment: start hyperhttp's receive windows at BYTES (0: the kernel's default)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin nginx and the clients to separate CPUs")
     args = parser.parse_args()
@@ -136,8 +136,8 @@ def main() -> None:
         try:
             print(f"{SLOTS} first downloads of 10 MiB per round, HTTP/1.1, {args.loop}, "
                   f"{args.rounds} rounds" + (
-                      "" if args.rcvbuf_start is None
-                      else f", hyperhttp's receive buffers start at {args.rcvbuf_start or 'the kernel default'}"
+                      "" if args.rcvwin_start is None
+                      else f", hyperhttp's receive windows start at {args.rcvwin_start or 'the kernel default'}"
                   ))
             print(f"{'client':16s} {'round 0 ms':>10s} {'cpu':>6s} {'faults':>7s}   "
                   f"{'later ms':>9s} {'cpu':>6s} {'faults':>7s}")

@@ -6,8 +6,8 @@
     TLS handshake + ALPN if an SSL context is given
 
 all of it bounded by one ``connect_timeout``. Each TCP socket gets
-TCP_NODELAY and, on Linux, a larger receive buffer to start with
-(`_RECEIVE_BUFFER_START` says why).
+TCP_NODELAY and, on Linux, a larger receive window to start with
+(`_RECEIVE_WINDOW_START` says why).
 
 The connection race is ours rather than ``loop.create_connection(
 happy_eyeballs_delay=...)`` because uvloop does not implement that option.
@@ -201,33 +201,36 @@ def negotiated_alpn(transport: asyncio.BaseTransport) -> str | None:
     return ssl_object.selected_alpn_protocol()
 
 
-# The receive buffer a new TCP socket starts with on Linux, in place of
-# tcp_rmem's default (128 KiB: a window of about 95 KiB). Autotuning grows
-# the buffer only while the reader keeps pace with the sender within a round
-# trip. On loopback and sidecar links round trips take microseconds, and the
-# Python work of a response head and its first body chunks was enough to
-# keep a fresh connection's window at 95 KiB through most of its first
-# large body. Starting at 256 KiB, it grows. Four first downloads of 10 MiB
-# on fresh connections in a warm process took 4.2-11.0 ms (median of each
-# run) instead of 13.8-19.2 ms (`bench/cold_downloads.py`, later rounds).
-# The kernel memory a reader that stalls can pin is bounded by the buffer,
-# 0.52 MB instead of 0.13 MB for a socket read once and left. Behind one of
-# our streams the difference vanishes: the stream reads on into its own
-# buffer (up to `HIGH_WATER`), and autotuning grows the kernel's to match
-# meanwhile. Measured with `ss -tm`, a stalled or slow reader of a 10 MiB
-# body held 0.47-1.26 MB in the kernel with this and 0.61-1.13 MB without.
-_RECEIVE_BUFFER_START = 256 * 1024
-_SETS_RECEIVE_BUFFER = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
+# The receive window a new TCP socket can offer from the start on Linux:
+# the kernel sizes its receive buffer to allow it (512 KiB here, against
+# tcp_rmem's default of 128 KiB, which allows a window of about 95 KiB).
+# Autotuning grows the buffer only while the reader keeps pace with the
+# sender within a round trip. On loopback and sidecar links round trips
+# take microseconds, and the Python work of a response head and its first
+# body chunks was enough to keep a fresh connection's window at 95 KiB
+# through most of its first large body. From 256 KiB it grows. Four first
+# downloads of 10 MiB on fresh connections in a warm process took 4.2-11.0
+# ms (median of each run) instead of 13.8-19.2 ms (`bench/cold_downloads.py`,
+# later rounds). The kernel memory a reader that stalls can pin is bounded
+# by the buffer: 0.52 MB instead of 0.13 MB for a socket read once and left.
+# Behind one of our streams the difference vanishes: the stream reads on
+# into its own buffer (up to `HIGH_WATER`), and autotuning grows the
+# kernel's to match meanwhile. Measured with `ss -tm`, a stalled or slow
+# reader of a 10 MiB body held 0.47-1.26 MB in the kernel with this and
+# 0.61-1.13 MB without.
+_RECEIVE_WINDOW_START = 256 * 1024
+_SETS_RECEIVE_WINDOW = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 
 
-def _start_receive_buffer(sock: socket.socket) -> None:
-    """Start `sock`'s receive buffer at `_RECEIVE_BUFFER_START` and leave
-    autotuning on. Setting SO_RCVBUF would turn autotuning off. Instead,
-    a SO_RCVLOWAT value makes Linux grow the buffer to about twice that, so
-    that the low mark can be met; the mark then goes back to 1 byte. (A
-    kernel that does not grow it leaves its default: nothing is lost.)"""
+def _start_receive_window(sock: socket.socket) -> None:
+    """Size `sock`'s receive buffer for a window of `_RECEIVE_WINDOW_START`
+    and leave autotuning on. Setting SO_RCVBUF would turn autotuning off.
+    Instead, a SO_RCVLOWAT value makes Linux grow the buffer so that a
+    window that large fits (about twice the value), so that the low mark can
+    be met; the mark then goes back to 1 byte. (A kernel that does not grow
+    it leaves its default: nothing is lost.)"""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RECEIVE_BUFFER_START)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RECEIVE_WINDOW_START)
     except OSError:
         return  # refused (a sandbox's seccomp, say): the kernel's default buffer
     # A failure here fails the attempt: left at 256 KiB, reads would wait for that much.
@@ -241,8 +244,8 @@ async def _attempt(loop: asyncio.AbstractEventLoop, addr: Address) -> socket.soc
         sock.setblocking(False)
         if family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if _SETS_RECEIVE_BUFFER:
-                _start_receive_buffer(sock)
+            if _SETS_RECEIVE_WINDOW:
+                _start_receive_window(sock)
         await loop.sock_connect(sock, sockaddr)
     except BaseException:
         sock.close()

@@ -154,13 +154,14 @@ async def test_receive_buffer_starts_raised_and_reads_wake_for_one_byte(
     loop_name: str, family: int
 ) -> None:
     """On Linux, a new socket's receive buffer starts at least at
-    _RECEIVE_BUFFER_START (the kernel's default is tcp_rmem's middle value),
+    _RECEIVE_WINDOW_START, the window it is sized for (the kernel's default
+    is tcp_rmem's middle value),
     and the low mark used to get there is back at 1 byte: a reply of 2 bytes
     wakes the reader."""
     if not sys.platform.startswith("linux"):
-        assert not dial_module._SETS_RECEIVE_BUFFER
+        assert not dial_module._SETS_RECEIVE_WINDOW
         return
-    start = dial_module._RECEIVE_BUFFER_START
+    start = dial_module._RECEIVE_WINDOW_START
     # The kernel takes at most half of tcp_rmem's largest value as a low mark.
     want = min(start, _tcp_rmem()[2] // 2)
     listener = socket.socket(family, socket.SOCK_STREAM)
@@ -213,7 +214,7 @@ class _RefusingSocket:
 
 def test_receive_buffer_left_alone_when_the_option_is_refused() -> None:
     sock = _RefusingSocket(refuse_first=True, refuse_reset=False)
-    dial_module._start_receive_buffer(cast(socket.socket, sock))
+    dial_module._start_receive_window(cast(socket.socket, sock))
     assert sock.lowat == 1 and sock.refuse == [False]  # no reset attempted either
 
 
@@ -222,7 +223,7 @@ def test_receive_buffer_reset_refused_fails_the_attempt() -> None:
     the error comes out (the attempt then fails and closes the socket)."""
     sock = _RefusingSocket(refuse_first=False, refuse_reset=True)
     with pytest.raises(PermissionError):
-        dial_module._start_receive_buffer(cast(socket.socket, sock))
+        dial_module._start_receive_window(cast(socket.socket, sock))
 
 
 async def test_bracketed_ipv6_literal(loop_name: str, endpoints: Endpoints) -> None:
