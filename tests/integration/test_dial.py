@@ -219,7 +219,7 @@ def test_receive_buffer_left_alone_when_the_option_is_refused() -> None:
 
 
 def test_receive_buffer_reset_refused_fails_the_attempt() -> None:
-    """A low mark stuck at 256 KiB would make every read wait for that much:
+    """A low mark stuck at the start window would make every read wait for that much:
     the error comes out (the attempt then fails and closes the socket)."""
     sock = _RefusingSocket(refuse_first=False, refuse_reset=True)
     with pytest.raises(PermissionError):

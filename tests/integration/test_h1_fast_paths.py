@@ -400,8 +400,8 @@ def test_a_growing_stream_takes_the_smallest_kept_buffer_that_fits(
 async def test_a_bulk_transfer_grows_the_receive_buffer_fourfold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Reads that fill the buffer quadruple it, up to HIGH_WATER: three
-    fresh buffers from MIN_BUFFER, not six."""
+    """Reads that fill the buffer quadruple it, up to HIGH_WATER: two
+    fresh buffers from MIN_BUFFER, not three."""
     monkeypatch.setattr(stream_module, "_SPARE", [])  # grow afresh, not from kept buffers
     sizes = []
     for growth in range(4):
@@ -413,9 +413,9 @@ async def test_a_bulk_transfer_grows_the_receive_buffer_fourfold(
             stream.buffer_updated(len(view))
             stream.read_nowait()
         sizes.append(len(stream.get_buffer(-1)))
-    assert sizes == [64 * 1024, 256 * 1024, 1024 * 1024, 1024 * 1024]
+    assert sizes == [64 * 1024, 128 * 1024, 128 * 1024, 128 * 1024]
     assert stream_module.MIN_BUFFER == 16 * 1024
-    assert stream_module.HIGH_WATER == 1024 * 1024
+    assert stream_module.HIGH_WATER == 128 * 1024
 
 
 def test_loops_in_two_threads_share_the_kept_buffers_safely(
