@@ -204,11 +204,10 @@ def negotiated_alpn(transport: asyncio.BaseTransport) -> str | None:
 # The receive window a new TCP socket can offer from the start on Linux:
 # 2 MiB (the kernel sizes its receive buffer at 4 MiB to allow it), against
 # tcp_rmem's usual default of 128 KiB, which allows a window of about 95
-# KiB. Autotuning stays on, and grows the buffer further for a reader that
-# keeps pace. It grows it only while the reader keeps up with the sender
-# within a round trip. On loopback and sidecar links a round trip takes
-# microseconds, and there a fresh connection's window often stayed small
-# for its whole first large body. Worse, on loopback the window updates our
+# KiB. Autotuning stays on: it grows the buffer further, but only while the
+# reader keeps up with the sender within a round trip. On loopback and
+# sidecar links a round trip takes microseconds, and there a fresh
+# connection's window often stayed small for its whole first large body. Worse, on loopback the window updates our
 # reads send are handled on our own CPU, and there they make the sender's
 # socket send what it had queued: a window-limited connection made the
 # client do both ends' TCP work. Measured with `bench/run.py --scenarios
