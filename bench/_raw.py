@@ -24,12 +24,23 @@ Three front-ends share the head parsing (the first two share the counting too):
   its first downloads 1.7-2x slower.
 
 The HTTP/2 scenarios get the first two front-ends from `_raw_h2.py`.
+
+The sockets are tuned as hyperhttp tunes its own, so the limit stays a
+limit: each starts with a 2 MiB receive window (hyperhttp's
+`_RECEIVE_WINDOW_START`, hyperhttp/_transport/dial.py), and raw and
+raw-pull read into a 128 KiB buffer (its `HIGH_WATER`,
+hyperhttp/_backends/stream.py). On loopback these two settings decide
+large downloads: untuned, the raw clients downloaded 10 MiB bodies at a
+third to a half of the speed. `RawClient(window=0, buffer=1024 * 1024)`
+(run.py's `--raw-window 0 --raw-buffer 1048576`) gives the untuned ones:
+the kernel's default window and the 1 MiB buffer they had before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -114,13 +125,19 @@ class _Counting(asyncio.BaseProtocol):
         return await self.waiter
 
 
+WINDOW = 2 * 1024 * 1024  # receive window each socket starts with (0: the kernel's)
+BUFFER = 128 * 1024  # the raw and raw-pull receive buffer
+
+
 class OneBuffer(asyncio.BufferedProtocol):
     """Front-end: reads into one preallocated buffer, no allocation per
     chunk received, and hands each read to `received()`."""
 
+    SIZE = BUFFER
+
     def __init__(self) -> None:
         super().__init__()
-        self.buffer = memoryview(bytearray(1024 * 1024))
+        self.buffer = memoryview(bytearray(self.SIZE))
 
     def received(self, data: bytes | memoryview, nbytes: int) -> None:
         raise NotImplementedError
@@ -151,12 +168,12 @@ class _PlainConn(_Counting, BytesPerRead):
 
 
 class _PullConn(_Counting, asyncio.BufferedProtocol):
-    """raw-pull: reads go into one reused 1 MiB buffer (raw's size, and the
-    most unread body hyperhttp holds); at each wake-up the requesting task
-    takes everything buffered, as `bytes` of at most `PIECE` bytes.
-    Reading pauses while less than 64 KiB of the buffer is free."""
+    """raw-pull: reads go into one reused buffer (`BUFFER`, hyperhttp's
+    largest); at each wake-up the requesting task takes everything buffered,
+    as `bytes` of at most `PIECE` bytes. Reading pauses while less than
+    64 KiB of the buffer is free."""
 
-    SIZE = 1024 * 1024
+    SIZE = BUFFER
     MIN_FREE = 64 * 1024
     PIECE = 64 * 1024  # what the caller gets per `bytes`, as hyperhttp's chunks
 
@@ -242,8 +259,19 @@ class _PullConn(_Counting, asyncio.BufferedProtocol):
 class RawClient:
     """A tiny pool of connections to one host; same driver shape as the others."""
 
-    def __init__(self, url: str, *, plain: bool = False, pull: bool = False) -> None:
-        self.protocol: type[_Counting] = _PullConn if pull else _PlainConn if plain else _Conn
+    def __init__(
+        self, url: str, *, plain: bool = False, pull: bool = False, window: int = WINDOW,
+        buffer: int = BUFFER,
+    ) -> None:
+        """`window`: start each socket's receive window at that many bytes, as
+        hyperhttp does on Linux (0: the kernel's default). `buffer`: the
+        receive buffer of raw and raw-pull (raw-protocol reads into the
+        loop's own)."""
+        protocol: type[_Counting] = _PullConn if pull else _PlainConn if plain else _Conn
+        if buffer != BUFFER and not plain:
+            protocol = type(protocol.__name__, (protocol,), {"SIZE": buffer})
+        self.protocol = protocol
+        self.window = window
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise ValueError("the raw client speaks cleartext HTTP/1.1 only")
@@ -258,9 +286,26 @@ class RawClient:
             conn = self.idle.pop()
             if conn.lost is None:
                 return conn
-        _, proto = await asyncio.get_running_loop().create_connection(
-            self.protocol, self.host, self.port
-        )
+        loop = asyncio.get_running_loop()
+        if self.window:
+            # hyperhttp's way (dial._start_receive_window): a low mark that
+            # large makes Linux size the buffer for it; then back to 1 byte.
+            family, _, _, _, addr = (
+                await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            )[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.window)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                await loop.sock_connect(sock, addr)
+            except BaseException:
+                sock.close()
+                raise
+            _, proto = await loop.create_connection(self.protocol, sock=sock)
+        else:
+            _, proto = await loop.create_connection(self.protocol, self.host, self.port)
         self.all.append(proto)
         return proto
 

@@ -201,8 +201,15 @@ def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> 
              f"{meta['duration']} s per tiny-body run after {meta['warmup']} s warm-up; "
              f"upload of {meta['upload_mib']} MiB).\n",
              "These machines are noisy and shared: quote the ratios, not the absolute "
-             "numbers.\n",
-             "## Machine\n"]
+             "numbers.\n"]
+    if "raw_window" in meta:  # runs before these settings existed did not record them
+        window = meta["raw_window"]
+        parts.append("HTTP/1.1 raw clients: receive windows started at "
+                     + (f"{window:,} bytes" if window else "the kernel's default")
+                     + f", raw and raw-pull read into {meta['raw_buffer']:,}-byte buffers "
+                     "(`--raw-window`, `--raw-buffer`; hyperhttp starts at 2,097,152 and "
+                     "reads into at most 131,072).\n")
+    parts.append("## Machine\n")
     for key, value in meta["machine"].items():
         parts.append(f"- {key}: {value}")
     parts.append("\n## Versions\n")

@@ -266,7 +266,9 @@ class RawDriver(Driver):
         import _raw
 
         self.module = _raw
-        self.client = RawClient(cfg["url"], plain=self.plain, pull=self.pull)
+        self.client = RawClient(cfg["url"], plain=self.plain, pull=self.pull,
+                                window=cfg.get("raw_window", _raw.WINDOW),
+                                buffer=cfg.get("raw_buffer", _raw.BUFFER))
         self.seen = "HTTP/1.1"
 
     async def get(self, url: str) -> int:

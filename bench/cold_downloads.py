@@ -14,10 +14,11 @@ a new connection. Printed per client: round 0, the median of the later
 rounds, CPU time and minor page faults for each.
 
 On Linux hyperhttp sizes each new socket's receive buffer for a window of
-256 KiB from the start (`_RECEIVE_WINDOW_START` in
-hyperhttp/_transport/dial.py, which says why). `--rcvwin-start BYTES` is an
-experiment, not a hyperhttp option: in hyperhttp's process only, it sets
-that start to BYTES, and 0 leaves the kernel's default, as before the change.
+2 MiB from the start (`_RECEIVE_WINDOW_START` in
+hyperhttp/_transport/dial.py, which says why), and the raw clients do the
+same (bench/_raw.py). `--rcvwin-start BYTES` is an experiment, not a
+hyperhttp option: in hyperhttp's process only, it sets that start to BYTES,
+and 0 leaves the kernel's default.
 """
 
 from __future__ import annotations

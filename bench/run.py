@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 
 import _external  # noqa: E402
 import _fleet  # noqa: E402
+from _raw import BUFFER as RAW_BUFFER  # noqa: E402
+from _raw import WINDOW as RAW_WINDOW  # noqa: E402
 from _report import markdown, rate, scenario_table, summarize  # noqa: E402
 from _scenarios import (  # noqa: E402
     CLIENT_BY_NAME,
@@ -70,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--downloads", type=int, default=DOWNLOADS,
                    help=f"files per download run ({DOWNLOADS}, the targets' scenario); "
                    "more shows the steady state past a fresh process's first buffers")
+    p.add_argument("--raw-window", type=int, default=RAW_WINDOW, metavar="BYTES",
+                   help=f"HTTP/1.1 raw clients start their receive windows at BYTES "
+                   f"({RAW_WINDOW}, as hyperhttp; 0: the kernel's default)")
+    p.add_argument("--raw-buffer", type=int, default=RAW_BUFFER, metavar="BYTES",
+                   help=f"HTTP/1.1 raw and raw-pull read into a buffer of BYTES "
+                   f"({RAW_BUFFER}, hyperhttp's largest)")
     p.add_argument("--md", default=None,
                    help="Markdown report path (default bench/RESULTS.md; none in --quick)")
     p.add_argument("--report-only", metavar="JSON", default=None,
@@ -84,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.upload_mib = args.upload_mib or (256 if quick else 1024)
     if args.downloads < 1:
         p.error(f"--downloads must be at least 1, not {args.downloads}")
+    if args.raw_window < 0:
+        p.error(f"--raw-window must be 0 or more, not {args.raw_window}")
+    if args.raw_buffer < 128 * 1024:
+        # raw-pull stops reading while less than 64 KiB of its buffer is free.
+        p.error(f"--raw-buffer must be at least 131072, not {args.raw_buffer}")
     if args.md is None and not quick:
         args.md = str(HERE / "RESULTS.md")
     return args
@@ -176,7 +189,8 @@ class Harness:
                "inflight": sc.inflight, "url": self.url(sc), "ca": self.nginx.ca_path,
                "warmup": self.args.warmup, "duration": self.args.duration, "count": sc.count,
                "size": LARGE_SIZE, "file": self.upload_file, "warm_file": self.warm_file,
-               "cpu": self.client_cpu}
+               "cpu": self.client_cpu, "raw_window": self.args.raw_window,
+               "raw_buffer": self.args.raw_buffer}
         env = dict(os.environ)
         # Their package first on the path so `import hyperhttp` finds 2.1.0;
         # for ours, this checkout (an editable install may point elsewhere).
@@ -325,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mode": "quick" if args.quick else "full", "repeats": args.repeats,
                 "duration": args.duration, "warmup": args.warmup,
                 "upload_mib": args.upload_mib, "downloads": args.downloads,
+                "raw_window": args.raw_window, "raw_buffer": args.raw_buffer,
                 "machine": machine_info(h.nginx.version, h.client_cpu is not None),
                 "versions": versions(probes), "wall_seconds": round(time.monotonic() - started),
                 "notes": notes(records)}
