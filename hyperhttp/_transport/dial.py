@@ -214,12 +214,12 @@ def negotiated_alpn(transport: asyncio.BaseTransport) -> str | None:
 # Measured with `bench/run.py --scenarios h1-download` (20 downloads of
 # 10 MiB from nginx, 4 at a time, uvloop), together with the smaller
 # `HIGH_WATER`: 11,155 MB/s against 3,140 MB/s with a 256 KiB window and
-# 1 MiB buffers (2.8x the raw client against 0.77x), 0.9 ms of client CPU
-# per download against 1.9 ms. In `bench/cold_downloads.py` four first
-# downloads in a fresh process took 4.6-4.7 ms in 5 of 6 runs (13.7 in one),
-# against 14.5-16.0. Smaller windows did less: 1 MiB only in some runs,
-# 256 KiB (the value before) never.
-# The cost is kernel memory for a reader that stalls from a body's first
+# 1 MiB buffers, 0.9 ms of client CPU per download against 1.9 ms. In
+# `bench/cold_downloads.py` four first downloads in a fresh process took
+# 4.6-4.7 ms in 5 of 6 runs (13.7 in one), against 14.5-16.0. Smaller
+# windows did less: 1 MiB only in some runs, 256 KiB (the value before)
+# never. The bench's raw clients get the same two settings (bench/_raw.py).
+# The cost is kernel memoryfor a reader that stalls from a body's first
 # byte: the sender can fill the window, so such a connection holds 4.2 MB in
 # the kernel (`ss -tm`) and 128 KiB of ours, where it held 0.47 MB and 1 MiB
 # before. A connection that once read fast can hold as much or more by
