@@ -219,7 +219,7 @@ def negotiated_alpn(transport: asyncio.BaseTransport) -> str | None:
 # 4.6-4.7 ms in 5 of 6 runs (13.7 in one), against 14.5-16.0. Smaller
 # windows did less: 1 MiB only in some runs, 256 KiB (the value before)
 # never. The bench's raw clients get the same two settings (bench/_raw.py).
-# The cost is kernel memoryfor a reader that stalls from a body's first
+# The cost is kernel memory for a reader that stalls from a body's first
 # byte: the sender can fill the window, so such a connection holds 4.2 MB in
 # the kernel (`ss -tm`) and 128 KiB of ours, where it held 0.47 MB and 1 MiB
 # before. A connection that once read fast can hold as much or more by
