@@ -207,8 +207,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> 
         parts.append("HTTP/1.1 raw clients: receive windows started at "
                      + (f"{window:,} bytes" if window else "the kernel's default")
                      + f", raw and raw-pull read into {meta['raw_buffer']:,}-byte buffers "
-                     "(`--raw-window`, `--raw-buffer`; hyperhttp starts at 2,097,152 and "
-                     "reads into at most 131,072).\n")
+                     "(`--raw-window`, `--raw-buffer`; the defaults are the settings "
+                     "hyperhttp uses, see bench/_raw.py).\n")
     parts.append("## Machine\n")
     for key, value in meta["machine"].items():
         parts.append(f"- {key}: {value}")
