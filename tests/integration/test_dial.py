@@ -143,10 +143,10 @@ async def test_connects_to_ip_literal(loop_name: str, endpoints: Endpoints, fami
         await close(transport, protocol)
 
 
-def _tcp_rmem() -> tuple[int, int, int]:
+def _tcp_rmem_max() -> int:
+    """tcp_rmem's largest value (its three are: least, default, largest)."""
     with open("/proc/sys/net/ipv4/tcp_rmem") as f:
-        low, default, high = (int(x) for x in f.read().split())
-    return low, default, high
+        return int(f.read().split()[2])
 
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
@@ -155,15 +155,14 @@ async def test_receive_buffer_starts_raised_and_reads_wake_for_one_byte(
 ) -> None:
     """On Linux, a new socket's receive buffer starts at least at
     _RECEIVE_WINDOW_START, the window it is sized for (the kernel's default
-    is tcp_rmem's middle value),
-    and the low mark used to get there is back at 1 byte: a reply of 2 bytes
-    wakes the reader."""
+    is tcp_rmem's middle value), and the low mark used to get there is back
+    at 1 byte: a reply of 2 bytes wakes the reader."""
     if not sys.platform.startswith("linux"):
         assert not dial_module._SETS_RECEIVE_WINDOW
         return
     start = dial_module._RECEIVE_WINDOW_START
     # The kernel takes at most half of tcp_rmem's largest value as a low mark.
-    want = min(start, _tcp_rmem()[2] // 2)
+    want = min(start, _tcp_rmem_max() // 2)
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.bind((_loopback(family), 0))
